@@ -1,0 +1,3 @@
+"""vaekit: variational autoencoders made practical."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,362 @@
+"""Configuration: frozen dataclasses, YAML/JSON files and dotted ``key=value`` overrides.
+
+A run is described by one :class:`Config` made of four parts::
+
+    Config
+    ├── model:     ModelConfig      architecture, likelihood, sizes (saved with every model)
+    ├── data:      DataConfig       where the data comes from and how it is prepared
+    ├── objective: ObjectiveConfig  ELBO / IWAE, beta, KL warm-up, free bits
+    └── train:     TrainConfig      optimizer, schedule, epochs, seed, checkpoints
+
+Overrides such as ``train.lr=3e-4`` or ``model.hidden_dims=[512,256]`` are parsed as YAML scalars and checked
+against the field's type: an unknown key or a value of the wrong type raises :class:`ConfigError` naming it.
+The fully resolved config is written into every run directory and model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from vaekit.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model: what is saved in ``config.json`` beside the weights.
+
+    Parameters
+    ----------
+    architecture
+        Registered encoder/decoder family: ``mlp`` (any input, flattened) or ``conv`` (images C x H x W).
+    likelihood
+        Registered p(x|z): ``bernoulli`` (logits; binary or [0, 1] data) or ``gaussian`` (real data).
+    latent_dim
+        Number of latent dimensions.
+    hidden_dims
+        ``mlp``: widths of the hidden layers of the encoder (the decoder mirrors them).
+    channels
+        ``conv``: channels of the strided convolutions of the encoder (the decoder mirrors them).
+    activation
+        Registered activation: ``relu``, ``elu``, ``gelu``, ``silu``, ``tanh``, ``leaky_relu``.
+    gaussian_scale
+        ``gaussian`` only: a fixed standard deviation of p(x|z); ``None`` learns one per feature.
+    """
+
+    architecture: str = "mlp"
+    likelihood: str = "bernoulli"
+    latent_dim: int = 16
+    hidden_dims: tuple[int, ...] = (256, 128)
+    channels: tuple[int, ...] = (32, 64)
+    activation: str = "relu"
+    gaussian_scale: float | None = None
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how it is prepared.
+
+    Parameters
+    ----------
+    source
+        A built-in dataset (``digits``, ``mnist``, ``fashion-mnist``) or a path: ``.npy``, ``.npz``, ``.csv``,
+        ``.parquet`` or a folder of PNG/JPEG images.
+    data_dir
+        Folder holding the IDX files of ``mnist`` / ``fashion-mnist``; default ``$VAEKIT_DATA``, else
+        ``~/.cache/vaekit/data``.
+    binarize
+        For data in [0, 1]: ``none``, ``static`` (one fixed Bernoulli draw, seeded by ``seed``) or ``dynamic``
+        (a fresh draw every time an example is used in training).
+    val_fraction
+        Fraction of the training examples held out for validation (early stopping, best model).
+    image_size
+        Folders of images: ``[height, width]`` every image is resized to; default the first image's size.
+    grayscale
+        Folders of images: convert to one channel (``True``), to RGB (``False``) or by the first image (``None``).
+    standardize
+        Tables and real-valued arrays: subtract the mean and divide by the standard deviation of the training
+        split (stored with the model).
+    label_column
+        Tables: the column that holds labels (kept apart from the features); ``None`` for no labels.
+    seed
+        Seed of the train/validation split and of static binarization.
+    """
+
+    source: str = "digits"
+    data_dir: str | None = None
+    binarize: Literal["none", "static", "dynamic"] = "none"
+    val_fraction: float = 0.1
+    image_size: tuple[int, ...] | None = None
+    grayscale: bool | None = None
+    standardize: bool = True
+    label_column: str | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """The training objective (all terms in nats per example, summed over dimensions).
+
+    Parameters
+    ----------
+    name
+        ``elbo`` (beta-weighted ELBO) or ``iwae`` (importance-weighted bound with ``k`` samples,
+        Burda et al. 2015, arXiv:1509.00519).
+    beta
+        Weight of the KL term (beta-VAE, Higgins et al. 2017); 1 gives the true ELBO.
+    kl_warmup_steps
+        Steps over which the KL weight grows linearly from 0 to ``beta``; 0 disables warm-up.
+    free_bits
+        Floor, in nats, on the KL of each latent dimension averaged over the batch (Kingma et al. 2016,
+        arXiv:1606.04934); 0 disables it. Only the training loss uses it; reported ELBOs never do.
+    k
+        Number of importance samples of the ``iwae`` objective.
+    """
+
+    name: Literal["elbo", "iwae"] = "elbo"
+    beta: float = 1.0
+    kl_warmup_steps: int = 0
+    free_bits: float = 0.0
+    k: int = 5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation and bookkeeping of a training run.
+
+    Parameters
+    ----------
+    epochs
+        Passes over the training split.
+    batch_size
+        Examples per update.
+    lr
+        Learning rate of Adam (or AdamW).
+    weight_decay
+        Weight decay (L2 for ``adam``, decoupled for ``adamw``).
+    optimizer
+        ``adam`` or ``adamw``.
+    schedule
+        ``constant`` or ``cosine`` (cosine decay from ``lr`` to 0 over all steps).
+    grad_clip
+        Clip the global gradient norm to this value; 0 disables clipping.
+    max_bad_steps
+        Stop training after this many consecutive updates skipped for a non-finite loss or gradient.
+    patience
+        Early stopping: stop after this many epochs without a better validation ELBO (never during KL
+        warm-up); 0 disables it.
+    eval_k
+        Importance samples of the validation NLL estimate logged each epoch; 0 logs only the ELBO.
+    seed
+        Seed of parameter initialisation, shuffling, sampling and dynamic binarization.
+    device
+        ``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``.
+    num_images
+        Examples shown in the sample and reconstruction grids of the run directory.
+    """
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: Literal["adam", "adamw"] = "adam"
+    schedule: Literal["constant", "cosine"] = "constant"
+    grad_clip: float = 0.0
+    max_bad_steps: int = 20
+    patience: int = 0
+    eval_k: int = 0
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_images: int = 64
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run: model, data, objective and training settings."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready nested dict (tuples become lists)."""
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Config:
+        """Build a config from a nested dict, checking every key and type."""
+        return _build(cls, data, prefix="")
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_plain(v) for v in value]
+    return value
+
+
+def _type_name(annotation: Any) -> str:
+    return str(annotation).replace("typing.", "")
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Check ``value`` against a field annotation and convert lists to tuples; raise ConfigError if it fails."""
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        args = get_args(annotation)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config key {key!r} expects {_type_name(annotation)}, got {value!r}")
+    if origin is Literal:
+        choices = get_args(annotation)
+        if value not in choices:
+            raise ConfigError(
+                f"config key {key!r} must be one of {', '.join(map(repr, choices))}, got {value!r}"
+            )
+        return value
+    if origin is tuple:
+        args = get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r} expects a list such as [256, 128], got {value!r}")
+        item_type = args[0]
+        return tuple(_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {key!r} expects true or false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key {key!r} expects an integer, got {value!r}")
+    if annotation is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key {key!r} expects a number, got {value!r}")
+    if annotation is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config key {key!r} expects a string, got {value!r}")
+    raise AssertionError(f"unsupported annotation {annotation!r} for {key}")  # internal invariant
+
+
+def _build(cls: type, data: Mapping[str, Any], prefix: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key {prefix + unknown[0]!r}; valid keys here: "
+            f"{', '.join(prefix + name for name in fields)}"
+        )
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[name] = _build(annotation, value, prefix + name + ".")  # type: ignore[arg-type]
+        else:
+            kwargs[name] = _coerce(value, annotation, prefix + name)
+    return cls(**kwargs)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``"train.lr=3e-4"`` into ``(["train", "lr"], 0.0003)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} is not of the form key=value (for example train.lr=3e-4)")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override {text!r} has an empty key; write it as section.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    # YAML 1.1 reads "3e-4" as a string; accept it as a number.
+    if isinstance(value, str):
+        try:
+            value = float(value) if any(c in value for c in ".eE") else int(value)
+        except ValueError:
+            pass
+    return key.split("."), value
+
+
+def merge(base: Mapping[str, Any], updates: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``updates`` into a copy of ``base``."""
+    result = dict(base)
+    for key, value in updates.items():
+        if isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
+            result[key] = merge(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def apply_overrides(config: Config, overrides: Iterable[str]) -> Config:
+    """Return ``config`` with dotted ``key=value`` overrides applied and type-checked."""
+    data = config.to_dict()
+    for text in overrides:
+        path, value = parse_override(text)
+        if len(path) != 2 or path[0] not in data:
+            sections = ", ".join(data)
+            raise ConfigError(
+                f"unknown config key {'.'.join(path)!r}; keys are section.name with section one of: {sections}"
+            )
+        data[path[0]] = merge(data[path[0]], {path[1]: value})
+    return Config.from_dict(data)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a nested dict (not yet checked)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}; check the path") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        first_line = str(exc).splitlines()[0]
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML/JSON: {first_line}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections (model, data, ...)")
+    return data
+
+
+def resolve_config(
+    base: Config | None = None,
+    config_file: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    **sections: Mapping[str, Any],
+) -> Config:
+    """Combine a base config (e.g. a preset), a config file, section dicts and dotted overrides, in that order.
+
+    Examples
+    --------
+    >>> resolve_config(overrides=["train.epochs=2"]).train.epochs
+    2
+    """
+    data = (base or Config()).to_dict()
+    if config_file is not None:
+        data = merge(data, load_config_file(config_file))
+    data = merge(data, {k: dict(v) for k, v in sections.items()})
+    return apply_overrides(Config.from_dict(data), overrides)
