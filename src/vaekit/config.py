@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -154,7 +155,12 @@ class TrainConfig:
         Early stopping: stop after this many epochs without a better validation ELBO (never during KL
         warm-up); 0 disables it.
     eval_k
-        Importance samples of the validation NLL estimate logged each epoch; 0 logs only the ELBO.
+        Importance samples of the validation NLL estimate; 0 logs only the ELBO.
+    eval_every
+        Epochs between validation NLL estimates (the ELBO is logged every epoch).
+    time_budget_s
+        Stop once this many seconds of training (validation excluded) are spent; 0 means no limit. With
+        ``schedule=cosine`` the learning rate then decays over the budget instead of over the epochs.
     seed
         Seed of parameter initialisation, shuffling, sampling and dynamic binarization.
     device
@@ -173,6 +179,8 @@ class TrainConfig:
     max_bad_steps: int = 20
     patience: int = 0
     eval_k: int = 0
+    eval_every: int = 1
+    time_budget_s: float = 0.0
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_images: int = 64
@@ -195,6 +203,17 @@ class Config:
     def from_dict(cls, data: Mapping[str, Any]) -> Config:
         """Build a config from a nested dict, checking every key and type."""
         return _build(cls, data, prefix="")
+
+
+class _YamlLoader(yaml.SafeLoader):
+    """SafeLoader that also reads exponent floats without a dot (``3e-4``), which YAML 1.1 leaves as strings."""
+
+
+_YamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def _to_plain(value: Any) -> Any:
@@ -286,7 +305,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override {text!r} has an empty key; write it as section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = yaml.load(raw, Loader=_YamlLoader) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     # YAML 1.1 reads "3e-4" as a string; accept it as a number.
@@ -331,7 +350,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {str(path)!r}: {exc.strerror}; check the path") from None
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = json.loads(text) if path.suffix == ".json" else yaml.load(text, Loader=_YamlLoader)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         first_line = str(exc).splitlines()[0]
         raise ConfigError(f"config file {str(path)!r} is not valid YAML/JSON: {first_line}") from None

@@ -1,0 +1,45 @@
+"""Helpers shared by the benchmark scripts: where MNIST is, how to describe the machine, how to save results."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MNIST = ROOT.parent / "shared" / "data" / "mnist"
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> str:
+    """One line naming the machine the numbers come from."""
+    device = f"CUDA {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "CPU"
+    return (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {device}"
+    )
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """Rows of dicts as a plain-text table."""
+    keys = list(rows[0])
+    cells = [[f"{r[k]:.4g}" if isinstance(r[k], float) else str(r[k]) for k in keys] for r in rows]
+    widths = [max(len(k), *(len(c[i]) for c in cells)) for i, k in enumerate(keys)]
+    lines = ["  ".join(k.ljust(w) for k, w in zip(keys, widths, strict=True)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def save(name: str, payload: dict[str, Any]) -> Path:
+    """Write ``results/<name>.json`` with the machine and date added."""
+    RESULTS.mkdir(exist_ok=True)
+    payload = {"benchmark": name, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "machine": machine(), **payload}
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+    return path

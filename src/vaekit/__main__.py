@@ -1,0 +1,5 @@
+"""``python -m vaekit``: the same command line as the ``vaekit`` script."""
+
+from vaekit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,387 @@
+"""The ``vaekit`` command line: each command parses its arguments and calls the library function of its name.
+
+No maths lives here. Errors raised on purpose (:class:`vaekit.errors.VaeKitError`) are printed as one line,
+``vaekit: error: <message>``, with exit status 2; Ctrl-C exits with 130. Only this module prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from vaekit import __version__
+from vaekit.errors import ConfigError, VaeKitError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors in the same format as every other vaekit error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"vaekit: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def _add_data_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        metavar="NAME_OR_PATH",
+        help="digits, mnist, fashion-mnist (test split) or a path; default: the model's own data",
+    )
+    parser.add_argument("--data-dir", metavar="DIR", help="folder of the mnist / fashion-mnist IDX files")
+
+
+def _dims(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 0,1,2, got {text!r}"
+        ) from None
+
+
+# -- commands ---------------------------------------------------------------------------------------------
+def _cmd_train(args: argparse.Namespace) -> int:
+    from vaekit.config import resolve_config
+    from vaekit.presets import get_preset
+    from vaekit.train import train
+
+    # Explicit flags win over everything; passed as section dicts so paths are never parsed as YAML.
+    flags: dict[str, dict[str, object]] = {"data": {}, "train": {}}
+    for section, key, value in (
+        ("data", "source", args.data),
+        ("data", "data_dir", args.data_dir),
+        ("train", "epochs", args.epochs),
+        ("train", "seed", args.seed),
+    ):
+        if value is not None:
+            flags[section][key] = value
+    if args.resume:
+        if args.out is None:
+            raise ConfigError("--resume needs the run directory to continue: pass --out DIR")
+        if (
+            args.preset
+            or args.config
+            or args.overrides
+            or args.data
+            or args.data_dir
+            or args.seed is not None
+        ):
+            raise ConfigError("--resume reads the run's saved config; only --epochs may change when resuming")
+        config = None
+        if args.epochs is not None:
+            config = resolve_config(config_file=Path(args.out) / "config.json", train=flags["train"])
+        out = Path(args.out)
+    else:
+        preset = args.preset or "digits"
+        config = resolve_config(get_preset(preset), args.config, overrides=args.overrides)
+        config = resolve_config(config, data=flags["data"], train=flags["train"])
+        out = Path(args.out or Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    result = train(config, out, resume=args.resume, progress=not args.quiet)
+    print(f"run directory:  {result.run_dir}")
+    print(f"best model:     {result.model_dir}")
+    if result.metrics and result.metrics[-1].get("val_elbo") is not None:
+        print(f"final val ELBO: {result.metrics[-1]['val_elbo']:.4f} nats")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from vaekit.evaluate import evaluate
+    from vaekit.serialization import atomic_write_text
+
+    report = evaluate(
+        args.model, args.data, k=args.k, data_dir=args.data_dir, seed=args.seed, progress=not args.quiet
+    )
+    print(report.format_table())
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from vaekit.sample import sample
+
+    sample(args.model, args.n, temperature=args.temperature, seed=args.seed, out=args.out)
+    out = Path(args.out)
+    print(f"wrote {args.n} samples to {out} and {out.with_suffix('.npy')}")
+    return 0
+
+
+def _cmd_reconstruct(args: argparse.Namespace) -> int:
+    from vaekit.reconstruct import reconstruct
+
+    originals, _ = reconstruct(args.model, args.data, n=args.n, data_dir=args.data_dir, out=args.out)
+    print(f"wrote {len(originals)} reconstructions to {args.out}")
+    return 0
+
+
+def _cmd_interpolate(args: argparse.Namespace) -> int:
+    from vaekit.interpolate import interpolate
+
+    interpolate(
+        args.model,
+        args.data,
+        index_a=args.a,
+        index_b=args.b,
+        steps=args.steps,
+        method=args.method,
+        data_dir=args.data_dir,
+        out=args.out,
+    )
+    print(f"wrote a {args.method} interpolation of {args.steps} steps to {args.out}")
+    return 0
+
+
+def _cmd_traverse(args: argparse.Namespace) -> int:
+    from vaekit.traverse import traverse
+
+    x = traverse(
+        args.model,
+        args.data,
+        index=args.index,
+        dims=args.dims,
+        span=args.span,
+        steps=args.steps,
+        data_dir=args.data_dir,
+        out=args.out,
+    )
+    print(f"wrote traversals of {len(x)} latent dimensions to {args.out}")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from vaekit.embed import embed
+
+    mu, _ = embed(args.model, args.data, data_dir=args.data_dir, out=args.out)
+    extra = f" and {Path(args.out).stem}_logvar.npy" if Path(args.out).suffix.lower() == ".npy" else ""
+    print(f"wrote the embeddings of {len(mu)} examples ({mu.shape[1]} latents) to {args.out}{extra}")
+    return 0
+
+
+def _cmd_data_download(args: argparse.Namespace) -> int:
+    from vaekit.data import download
+
+    folder = download(args.name, args.data_dir)
+    print(f"{args.name} is in {folder}")
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from vaekit.presets import presets
+
+    items = presets()
+    width = max(len(p.name) for p in items)
+    for preset in items:
+        print(f"{preset.name:<{width}}  {preset.description}")
+    return 0
+
+
+# -- parser ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    """The ``vaekit`` argument parser (one subcommand per library verb)."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog="vaekit",
+        description="Train, evaluate and use variational autoencoders.",
+        epilog=_examples(
+            "vaekit train                       # the digits preset, seconds on a CPU",
+            "vaekit evaluate runs/digits-*/best --k 1000",
+            "vaekit sample runs/digits-20240101-120000 -n 64 --out samples.png",
+        ),
+        formatter_class=fmt,
+    )
+    parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    def command(
+        name: str,
+        summary: str,
+        handler: Callable[[argparse.Namespace], int],
+        *examples: str,
+        parent: argparse._SubParsersAction = commands,
+    ) -> argparse.ArgumentParser:
+        sub = parent.add_parser(
+            name, help=summary, description=summary, epilog=_examples(*examples), formatter_class=fmt
+        )
+        sub.set_defaults(handler=handler)
+        return sub
+
+    def model_command(
+        name: str, summary: str, handler: Callable[[argparse.Namespace], int], *examples: str
+    ) -> argparse.ArgumentParser:
+        sub = command(name, summary, handler, *examples)
+        sub.add_argument("model", metavar="MODEL", help="a model directory or a run directory (uses best/)")
+        return sub
+
+    p = command(
+        "train",
+        "Train a VAE and write a run directory (config, metrics, best/ and last/ models, figures).",
+        _cmd_train,
+        "vaekit train",
+        "vaekit train --preset mnist-conv --epochs 5 --out runs/conv",
+        "vaekit train --data table.csv --preset tabular objective.beta=4 model.latent_dim=4",
+        "vaekit train --out runs/conv --resume --epochs 10",
+    )
+    p.add_argument(
+        "--preset", metavar="NAME", help="starting configuration (see `vaekit presets`); default digits"
+    )
+    p.add_argument(
+        "--config", metavar="FILE", help="YAML/JSON file of config sections, applied over the preset"
+    )
+    _add_data_args(p)
+    p.add_argument("--epochs", type=int, metavar="N", help="passes over the training data (train.epochs)")
+    p.add_argument("--seed", type=int, metavar="S", help="training seed (train.seed)")
+    p.add_argument("--out", metavar="DIR", help="run directory; default runs/<preset>-<YYYYmmdd-HHMMSS>")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="dotted config overrides such as train.lr=3e-4 model.hidden_dims=[512,256]",
+    )
+
+    p = model_command(
+        "evaluate",
+        "Estimate the ELBO, the importance-weighted NLL (nats, bits/dim) and active units.",
+        _cmd_evaluate,
+        "vaekit evaluate runs/digits-20240101-120000",
+        "vaekit evaluate runs/mnist/best --data mnist --k 5000 --json report.json",
+    )
+    _add_data_args(p)
+    p.add_argument("--k", type=int, default=1000, help="importance samples per example (default 1000)")
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the importance samples")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = model_command(
+        "sample",
+        "Draw new examples from the prior; writes a PNG and a .npy array beside it.",
+        _cmd_sample,
+        "vaekit sample runs/digits-20240101-120000 -n 100 --temperature 0.8 --out samples.png",
+    )
+    p.add_argument("-n", type=int, default=64, metavar="N", help="number of samples (default 64)")
+    p.add_argument(
+        "--temperature",
+        type=float,
+        default=1.0,
+        metavar="T",
+        help="scale of the prior draw; below 1 gives more typical samples (default 1.0)",
+    )
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the draw (default 0)")
+    p.add_argument("--out", default="samples.png", metavar="FILE.png", help="default samples.png")
+
+    p = model_command(
+        "reconstruct",
+        "Reconstruct the first N examples; originals and reconstructions in alternate rows.",
+        _cmd_reconstruct,
+        "vaekit reconstruct runs/digits-20240101-120000 -n 16 --out recon.png",
+    )
+    _add_data_args(p)
+    p.add_argument("-n", type=int, default=32, metavar="N", help="number of examples (default 32)")
+    p.add_argument(
+        "--out", default="reconstructions.png", metavar="FILE.png", help="default reconstructions.png"
+    )
+
+    p = model_command(
+        "interpolate",
+        "Decode a path between the latent codes of two examples (a strip of images).",
+        _cmd_interpolate,
+        "vaekit interpolate runs/digits-20240101-120000 --a 0 --b 7 --steps 12 --method spherical",
+    )
+    _add_data_args(p)
+    p.add_argument("--a", type=int, default=0, metavar="I", help="index of the first example (default 0)")
+    p.add_argument("--b", type=int, default=1, metavar="J", help="index of the second example (default 1)")
+    p.add_argument(
+        "--steps", type=int, default=10, metavar="S", help="points including both ends (default 10)"
+    )
+    p.add_argument("--method", choices=("linear", "spherical"), default="linear", help="default linear")
+    p.add_argument("--out", default="interpolation.png", metavar="FILE.png", help="default interpolation.png")
+
+    p = model_command(
+        "traverse",
+        "Vary one latent dimension at a time over [-span, span]; one row per dimension.",
+        _cmd_traverse,
+        "vaekit traverse runs/digits-20240101-120000 --dims 0,1,2 --span 2.5",
+        "vaekit traverse runs/digits-20240101-120000 --data digits --index 3",
+    )
+    _add_data_args(p)
+    p.add_argument(
+        "--index",
+        type=int,
+        default=0,
+        metavar="I",
+        help="start from this example's code when --data is given (default: start from z = 0)",
+    )
+    p.add_argument("--dims", type=_dims, metavar="0,1,2", help="dimensions to vary (default: the first 10)")
+    p.add_argument(
+        "--span", type=float, default=3.0, help="each dimension runs over [-span, span] (default 3)"
+    )
+    p.add_argument("--steps", type=int, default=9, help="values per dimension (default 9)")
+    p.add_argument("--out", default="traversal.png", metavar="FILE.png", help="default traversal.png")
+
+    p = model_command(
+        "embed",
+        "Write the posterior means and log-variances of every example (.npy, .csv or .parquet).",
+        _cmd_embed,
+        "vaekit embed runs/digits-20240101-120000 --out codes.csv",
+        "vaekit embed runs/mnist/best --data mnist --out codes.npy   # also writes codes_logvar.npy",
+    )
+    _add_data_args(p)
+    p.add_argument("--out", required=True, metavar="FILE", help="FILE.npy, FILE.csv or FILE.parquet")
+
+    p = command("data", "Manage built-in datasets.", lambda args: 0, "vaekit data download mnist")
+    data_commands = p.add_subparsers(dest="data_command", metavar="COMMAND", parser_class=_Parser)
+    data_commands.required = True
+    p = command(
+        "download",
+        "Download the IDX files of mnist or fashion-mnist (checksums verified).",
+        _cmd_data_download,
+        "vaekit data download mnist",
+        "vaekit data download fashion-mnist --data-dir ~/data",
+        parent=data_commands,
+    )
+    p.add_argument("name", metavar="NAME", help="mnist or fashion-mnist")
+    p.add_argument("--data-dir", metavar="DIR", help="default $VAEKIT_DATA, else ~/.cache/vaekit/data")
+
+    command(
+        "presets",
+        "List the named configurations for `vaekit train --preset`.",
+        _cmd_presets,
+        "vaekit presets",
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``vaekit`` command line and return its exit status (0 success, 2 error, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    quiet = getattr(args, "quiet", False)
+    logging.basicConfig(format="%(message)s")
+    logging.getLogger("vaekit").setLevel(logging.WARNING if quiet else logging.INFO)
+    try:
+        return args.handler(args)
+    except VaeKitError as exc:
+        message = " ".join(str(exc).split())  # always one line
+        print(f"vaekit: error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("vaekit: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,462 @@
+"""The training loop: one readable function from config to run directory.
+
+::
+
+    config ──> load_data ──> VAE ──┬─ epoch: shuffle ─> [binarize] ─> objective ─> backward ─> clip ─> Adam
+                                   │          skip + count a non-finite loss or gradient norm
+                                   ├─ validate (ELBO, optional IWAE NLL) ─> metrics.jsonl
+                                   ├─ best/ (highest validation ELBO), last/, state/ (exact resume)
+                                   └─ end: loss_curve.png, samples.png, reconstructions.png
+
+Run directory::
+
+    RUN/config.json         the fully resolved Config
+    RUN/metrics.jsonl       one JSON record per epoch
+    RUN/best/, RUN/last/    exported models (config.json + model.safetensors + metadata.json)
+    RUN/state/              training state: weights, optimizer moments, step, RNG states (safetensors + JSON)
+    RUN/loss_curve.png, RUN/samples.png, RUN/reconstructions.png
+
+Resume is exact on CPU: the state saved at the end of every epoch holds everything the next epoch depends
+on (weights, Adam moments, step counter, the global and data RNG states), so an interrupted run continued
+with ``resume=True`` ends with the same weights as an uninterrupted one. The state is written as safetensors
+plus JSON, never pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from vaekit import objectives
+from vaekit.config import Config
+from vaekit.data import DataBundle, ExampleSet, load_data
+from vaekit.errors import ConfigError, DataError, ModelFileError, OutputError, TrainingError
+from vaekit.model import VAE
+from vaekit.serialization import atomic_dir, atomic_write_text, save_model
+
+logger = logging.getLogger(__name__)
+
+# Keep the training data on the device as one tensor when it is smaller than this; stream from the
+# (possibly memory-mapped) array otherwise.
+IN_MEMORY_BYTES = 2 * 1024**3
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` produced.
+
+    Attributes
+    ----------
+    run_dir
+        The run directory.
+    model_dir
+        The best model (highest validation ELBO), loadable with :func:`vaekit.load`.
+    last_dir
+        The model after the last epoch.
+    metrics
+        One record per epoch (also in ``metrics.jsonl``).
+    model
+        The best model, in memory.
+    skipped_steps
+        Updates skipped for a non-finite loss or gradient.
+    stopped_early
+        Whether early stopping ended the run.
+    """
+
+    run_dir: Path
+    model_dir: Path
+    last_dir: Path
+    metrics: list[dict[str, Any]]
+    model: VAE
+    skipped_steps: int = 0
+    stopped_early: bool = False
+
+
+@dataclass
+class _State:
+    """Counters carried across epochs and saved for resume."""
+
+    epoch: int = 0
+    step: int = 0
+    best_val_elbo: float = -math.inf
+    epochs_without_improvement: int = 0
+    skipped_steps: int = 0
+    train_time_s: float = 0.0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device=cuda but no CUDA device is available; use train.device=auto or cpu")
+    return torch.device(name)
+
+
+def learning_rate(step: int, total_steps: int, config: Config, elapsed_s: float = 0.0) -> float:
+    """The learning rate: constant, or cosine decay from ``train.lr`` to 0 over the steps of the run (or over
+    ``train.time_budget_s`` seconds of training when a budget is set)."""
+    lr = config.train.lr
+    if config.train.schedule != "cosine":
+        return lr
+    budget = config.train.time_budget_s
+    fraction = min(elapsed_s / budget, 1.0) if budget > 0 else min(step, total_steps) / max(total_steps, 1)
+    return 0.5 * lr * (1.0 + math.cos(math.pi * fraction))
+
+
+def _check_config(config: Config, bundle: DataBundle) -> None:
+    if config.model.likelihood == "bernoulli" and bundle.preprocessing.kind == "real":
+        raise DataError(
+            f"the Bernoulli likelihood needs data in [0, 1], but {config.data.source!r} holds real values; "
+            "use model.likelihood=gaussian (or the tabular preset)"
+        )
+    positive = {
+        "train.epochs": config.train.epochs,
+        "train.batch_size": config.train.batch_size,
+        "objective.k": config.objective.k,
+        "train.max_bad_steps": config.train.max_bad_steps,
+        "train.eval_every": config.train.eval_every,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{key} must be at least 1, got {value}")
+    if len(bundle.val) == 0:
+        raise ConfigError(
+            "the validation split is empty; set data.val_fraction above 0 (validation picks the best model)"
+        )
+    if config.train.lr <= 0:
+        raise ConfigError(f"train.lr must be positive, got {config.train.lr}")
+    if config.objective.beta < 0 or config.objective.free_bits < 0:
+        raise ConfigError("objective.beta and objective.free_bits must be non-negative")
+
+
+def _loss(model: VAE, x: torch.Tensor, config: Config, step: int) -> objectives.Terms:
+    objective = config.objective
+    if objective.name == "iwae":
+        return objectives.iwae(model, x, objective.k)
+    beta = objectives.kl_weight(step, objective.beta, objective.kl_warmup_steps)
+    return objectives.elbo(model, x, beta=beta, free_bits=objective.free_bits)
+
+
+@torch.no_grad()
+def _validate(model: VAE, x_val: torch.Tensor, batch_size: int, eval_k: int = 0) -> dict[str, float]:
+    """Mean validation ELBO and its parts (nats per example), and the IWAE NLL if ``eval_k`` > 0."""
+    model.eval()
+    sums = {"val_elbo": 0.0, "val_log_px_z": 0.0, "val_kl": 0.0, "val_nll": 0.0}
+    for start in range(0, len(x_val), batch_size):
+        x = x_val[start : start + batch_size]
+        terms = objectives.elbo(model, x)
+        sums["val_elbo"] += float(terms.elbo.sum())
+        sums["val_log_px_z"] += float(terms.log_px_z.sum())
+        sums["val_kl"] += float(terms.kl.sum())
+        if eval_k > 0:
+            sums["val_nll"] -= float(objectives.iwae_bound(model, x, eval_k).sum())
+    model.train()
+    result = {key: value / len(x_val) for key, value in sums.items()}
+    if eval_k <= 0:
+        del result["val_nll"]
+    return result
+
+
+# -- training state: safetensors for tensors, JSON for the rest ---------------------------------------------
+def _save_state(
+    path: Path, model: VAE, optimizer: torch.optim.Optimizer, state: _State, generators: dict[str, torch.Generator]
+) -> None:
+    tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
+    opt_state = optimizer.state_dict()
+    opt_json: dict[str, Any] = {"param_groups": opt_state["param_groups"], "state": {}}
+    for index, entry in opt_state["state"].items():
+        opt_json["state"][str(index)] = {}
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{name}"] = value.detach().cpu()
+            else:
+                opt_json["state"][str(index)][name] = value
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    for name, generator in generators.items():
+        tensors[f"rng.{name}"] = generator.get_state().cpu()
+    info = {"counters": {k: v for k, v in state.__dict__.items() if k != "metrics"}, "optimizer": opt_json}
+    with atomic_dir(path) as tmp:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
+        (tmp / "state.json").write_text(json.dumps(info, indent=1) + "\n")
+
+
+def _load_state(
+    path: Path, model: VAE, optimizer: torch.optim.Optimizer, generators: dict[str, torch.Generator]
+) -> _State:
+    try:
+        tensors = load_file(str(path / "state.safetensors"))
+        info = json.loads((path / "state.json").read_text())
+    except (OSError, SafetensorError, json.JSONDecodeError) as exc:
+        raise ModelFileError(
+            f"cannot resume: the training state in {str(path)!r} is missing or corrupted ({exc}); "
+            "start a new run with another --out"
+        ) from None
+    model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    opt_json = info["optimizer"]
+    opt_state: dict[str, Any] = {"param_groups": opt_json["param_groups"], "state": {}}
+    for index, entry in opt_json["state"].items():
+        opt_state["state"][int(index)] = dict(entry)
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            opt_state["state"].setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict(opt_state)
+    torch.set_rng_state(tensors["rng.torch"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    for name, generator in generators.items():
+        generator.set_state(tensors[f"rng.{name}"].to(generator.get_state().device))
+    return _State(**info["counters"])
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _resolve_run_config(config: Config | None, out: Path, resume: bool) -> Config:
+    """The config of the run: ``config`` for a new run; ``out/config.json`` (epochs from ``config``) to resume."""
+    config_path = out / "config.json"
+    if not resume:
+        if config_path.exists():
+            raise ConfigError(
+                f"{str(out)!r} already holds a run; pass --resume to continue it or choose another --out"
+            )
+        return config or Config()
+    if not config_path.is_file():
+        raise ConfigError(f"cannot resume: {str(out)!r} holds no run (no config.json); check --out")
+    saved = Config.from_dict(json.loads(config_path.read_text()))
+    if config is None:
+        return saved
+    saved_dict = saved.to_dict()
+    if Config.from_dict({**config.to_dict(), "train": saved_dict["train"]}) != saved:
+        raise ConfigError("cannot resume with a different config; only train.epochs may change when resuming")
+    return Config.from_dict({**saved_dict, "train": {**saved_dict["train"], "epochs": config.train.epochs}})
+
+
+def _write_run_config(config: Config, out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create run directory {str(out)!r}: {exc.strerror}; choose a writable --out"
+        ) from None
+    atomic_write_text(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def train(
+    config: Config | None = None,
+    out: str | Path | None = None,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+) -> TrainResult:
+    """Train a VAE and write a run directory.
+
+    Parameters
+    ----------
+    config
+        The run's configuration (default: ``Config()``, the digits setup). With ``resume`` it may only change
+        ``train.epochs``; the rest is read from ``out/config.json``.
+    out
+        Run directory (default ``runs/vaekit-<time>``). It must not already hold a run unless ``resume``.
+    resume
+        Continue the run in ``out`` from its last saved epoch.
+    progress
+        Show a progress bar with the running loss.
+
+    Returns
+    -------
+    TrainResult
+
+    Raises
+    ------
+    ConfigError, DataError
+        Bad configuration or data (before anything is trained).
+    TrainingError
+        Too many consecutive non-finite updates; ``last/`` keeps the last good model.
+    """
+    if out is None:
+        if resume:
+            raise ConfigError("resume needs the run directory: pass out=/--out")
+        out = Path("runs") / time.strftime("vaekit-%Y%m%d-%H%M%S")
+    out = Path(out)
+    config = _resolve_run_config(config, out, resume)
+    device = resolve_device(config.train.device)
+    bundle = load_data(config.data)
+    _check_config(config, bundle)
+    _write_run_config(config, out)  # only now: bad config or data leaves no run directory behind
+    tc = config.train
+
+    torch.manual_seed(tc.seed)
+    model = VAE(config.model, bundle.preprocessing.shape).to(device)
+    model.preprocessing = bundle.preprocessing
+    params = list(model.parameters())
+    opt_class = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
+    optimizer = opt_class(params, lr=tc.lr, weight_decay=tc.weight_decay)
+    shuffle_gen = torch.Generator().manual_seed(tc.seed + 1)
+    binarize_gen = torch.Generator(device=device).manual_seed(tc.seed + 2)
+    generators = {"shuffle": shuffle_gen, "binarize": binarize_gen}
+
+    state = _State()
+    if resume and (out / "state").exists():
+        state = _load_state(out / "state", model, optimizer, generators)
+        state.metrics = _read_metrics(out / "metrics.jsonl")[: state.epoch]
+        logger.info("resuming %s at epoch %d (step %d)", out, state.epoch, state.step)
+
+    train_set = bundle.train
+    x_train = _maybe_on_device(train_set, device)
+    x_val = bundle.val.tensor().to(device)
+    dynamic = config.data.binarize == "dynamic"
+    if dynamic:  # one fixed draw of the validation set, so validation ELBOs are comparable across epochs
+        x_val = torch.bernoulli(x_val, generator=torch.Generator(device=device).manual_seed(tc.seed + 3))
+    n = len(train_set)
+    steps_per_epoch = math.ceil(n / tc.batch_size)
+    total_steps = steps_per_epoch * tc.epochs
+    extra = {"binarize": config.data.binarize, "training": {"config": config.to_dict()}}
+    last_dir, best_dir = out / "last", out / "best"
+    stopped_early = out_of_time = False
+    bad_in_row = 0
+
+    model.train()
+    while state.epoch < tc.epochs:
+        epoch_start = time.perf_counter()
+        perm = torch.randperm(n, generator=shuffle_gen)
+        loss_sum, loss_count = 0.0, 0
+        bar = tqdm(
+            total=steps_per_epoch, desc=f"epoch {state.epoch + 1}/{tc.epochs}", disable=not progress,
+            leave=False, dynamic_ncols=True,
+        )
+        for i in range(steps_per_epoch):
+            elapsed = state.train_time_s + time.perf_counter() - epoch_start
+            if tc.time_budget_s > 0 and elapsed >= tc.time_budget_s and i > 0:
+                break
+            idx = perm[i * tc.batch_size : (i + 1) * tc.batch_size]
+            x = x_train[idx.to(x_train.device)] if x_train is not None else train_set.batch(idx).to(device)
+            if dynamic:
+                x = torch.bernoulli(x, generator=binarize_gen)
+            lr = learning_rate(state.step, total_steps, config, elapsed)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            terms = _loss(model, x, config, state.step)
+            state.step += 1
+            optimizer.zero_grad(set_to_none=True)
+            loss_value = float(terms.loss.detach())
+            ok = math.isfinite(loss_value)
+            if ok:
+                terms.loss.backward()
+                max_norm = tc.grad_clip if tc.grad_clip > 0 else math.inf
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+                ok = bool(torch.isfinite(grad_norm))
+            if not ok:
+                state.skipped_steps += 1
+                bad_in_row += 1
+                logger.warning("skipped update at step %d: non-finite loss or gradient", state.step)
+                if bad_in_row >= tc.max_bad_steps:
+                    bar.close()
+                    raise TrainingError(
+                        f"training stopped at step {state.step}: {bad_in_row} updates in a row had a non-finite "
+                        f"loss or gradient; the last good model is in {str(last_dir)!r}; lower train.lr or set "
+                        "train.grad_clip"
+                    )
+                continue
+            optimizer.step()
+            bad_in_row = 0
+            loss_sum += loss_value
+            loss_count += 1
+            if progress and (i % 10 == 0 or i == steps_per_epoch - 1):
+                bar.set_postfix(loss=f"{loss_sum / loss_count:.2f}", refresh=False)
+            bar.update(1)
+        bar.close()
+        state.train_time_s += time.perf_counter() - epoch_start
+        state.epoch += 1
+        out_of_time = 0 < tc.time_budget_s <= state.train_time_s
+        nll_due = state.epoch % tc.eval_every == 0 or state.epoch == tc.epochs or out_of_time
+
+        record: dict[str, Any] = {
+            "epoch": state.epoch,
+            "step": state.step,
+            "train_loss": loss_sum / max(loss_count, 1),
+            **_validate(model, x_val, max(tc.batch_size, 256), tc.eval_k if nll_due else 0),
+            "kl_weight": objectives.kl_weight(state.step, config.objective.beta, config.objective.kl_warmup_steps),
+            "lr": learning_rate(state.step, total_steps, config, state.train_time_s),
+            "skipped_steps": state.skipped_steps,
+            "train_time_s": round(state.train_time_s, 3),
+        }
+        state.metrics.append(record)
+        improved = record["val_elbo"] > state.best_val_elbo
+        if improved:
+            state.best_val_elbo = record["val_elbo"]
+            state.epochs_without_improvement = 0
+            save_model(model, best_dir, {**extra, "metrics": record})
+        elif state.step >= config.objective.kl_warmup_steps:  # early stopping never fires during warm-up
+            state.epochs_without_improvement += 1
+        save_model(model, last_dir, {**extra, "metrics": record})
+        _save_state(out / "state", model, optimizer, state, generators)
+        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in state.metrics))
+        logger.info(
+            "epoch %d: train loss %.3f, val ELBO %.3f nats%s",
+            state.epoch, record["train_loss"], record["val_elbo"], " (best)" if improved else "",
+        )
+        if tc.patience > 0 and state.epochs_without_improvement >= tc.patience:
+            logger.info("early stopping: no better validation ELBO for %d epochs", tc.patience)
+            stopped_early = True
+            break
+        if out_of_time:
+            logger.info("time budget of %.0f s spent after %d epochs", tc.time_budget_s, state.epoch)
+            break
+
+    from vaekit.serialization import load
+
+    best = load(best_dir, device=str(device))
+    _write_figures(out, best, state.metrics, x_val, tc.num_images, tc.seed)
+    return TrainResult(
+        run_dir=out,
+        model_dir=best_dir,
+        last_dir=last_dir,
+        metrics=state.metrics,
+        model=best,
+        skipped_steps=state.skipped_steps,
+        stopped_early=stopped_early,
+    )
+
+
+def _maybe_on_device(examples: ExampleSet, device: torch.device) -> torch.Tensor | None:
+    """The whole split as one tensor on ``device`` if it is small enough, else ``None`` (stream batches)."""
+    nbytes = len(examples) * math.prod(examples.shape) * 4
+    if nbytes > IN_MEMORY_BYTES:
+        return None
+    return examples.tensor().to(device)
+
+
+def _write_figures(
+    out: Path, model: VAE, metrics: list[dict[str, Any]], x_val: torch.Tensor, n: int, seed: int
+) -> None:
+    """Loss curve, a grid of samples and a grid of validation reconstructions (rows of originals, each above
+    its row of reconstructions)."""
+    from vaekit.plots import plot_loss_curve, save_image_grid
+    from vaekit.reconstruct import interleave_rows
+
+    plot_loss_curve(metrics, out / "loss_curve.png")
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    save_image_grid(model.sample(n, generator=generator).cpu(), out / "samples.png")
+    originals = x_val[: max(1, n // 2)]
+    recon = model.reconstruct(originals)
+    width = 8
+    rows = interleave_rows(originals.cpu().numpy(), recon.cpu().numpy(), width)
+    save_image_grid(rows, out / "reconstructions.png", nrow=width)
