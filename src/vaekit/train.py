@@ -19,7 +19,8 @@ Run directory::
 Resume is exact on CPU: the state saved at the end of every epoch holds everything the next epoch depends
 on (weights, Adam moments, step counter, the global and data RNG states), so an interrupted run continued
 with ``resume=True`` ends with the same weights as an uninterrupted one. The state is written as safetensors
-plus JSON, never pickled.
+plus JSON, never pickled. Two things are not replayed exactly: a run with ``train.time_budget_s`` (it stops
+by the clock) and a ``schedule=cosine`` run resumed with more epochs (the decay stretches over the new total).
 """
 
 from __future__ import annotations
@@ -139,6 +140,12 @@ def _check_config(config: Config, bundle: DataBundle) -> None:
         raise ConfigError(f"train.lr must be positive, got {config.train.lr}")
     if config.objective.beta < 0 or config.objective.free_bits < 0:
         raise ConfigError("objective.beta and objective.free_bits must be non-negative")
+    objective = config.objective
+    if objective.name == "iwae" and (objective.beta != 1 or objective.free_bits or objective.kl_warmup_steps):
+        raise ConfigError(
+            "objective.name=iwae has no KL weight: leave objective.beta=1, objective.free_bits=0 and "
+            "objective.kl_warmup_steps=0, or use objective.name=elbo"
+        )
 
 
 def _loss(model: VAE, x: torch.Tensor, config: Config, step: int) -> objectives.Terms:
@@ -244,9 +251,10 @@ def _resolve_run_config(config: Config | None, out: Path, resume: bool) -> Confi
     if config is None:
         return saved
     saved_dict = saved.to_dict()
-    if Config.from_dict({**config.to_dict(), "train": saved_dict["train"]}) != saved:
+    resumed = Config.from_dict({**saved_dict, "train": {**saved_dict["train"], "epochs": config.train.epochs}})
+    if resumed != config:  # compare every field, train.* included: a changed lr must not be ignored silently
         raise ConfigError("cannot resume with a different config; only train.epochs may change when resuming")
-    return Config.from_dict({**saved_dict, "train": {**saved_dict["train"], "epochs": config.train.epochs}})
+    return resumed
 
 
 def _write_run_config(config: Config, out: Path) -> None:
@@ -300,12 +308,12 @@ def train(
     device = resolve_device(config.train.device)
     bundle = load_data(config.data)
     _check_config(config, bundle)
-    _write_run_config(config, out)  # only now: bad config or data leaves no run directory behind
     tc = config.train
 
     torch.manual_seed(tc.seed)
     model = VAE(config.model, bundle.preprocessing.shape).to(device)
     model.preprocessing = bundle.preprocessing
+    _write_run_config(config, out)  # only now: bad config, data or model leaves no run directory behind
     params = list(model.parameters())
     opt_class = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
     optimizer = opt_class(params, lr=tc.lr, weight_decay=tc.weight_decay)
@@ -374,6 +382,7 @@ def train(
                         f"loss or gradient; the last good model is in {str(last_dir)!r}; lower train.lr or set "
                         "train.grad_clip"
                     )
+                bar.update(1)
                 continue
             optimizer.step()
             bad_in_row = 0
