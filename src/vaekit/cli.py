@@ -363,6 +363,9 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_presets,
         "vaekit presets",
     )
+    # Commands defined in other modules: each module has `register(command, model_command)`, which adds its
+    # subcommands with the two helpers above. Add one line per module here.
+    # -- more commands register here --
     return parser
 
 

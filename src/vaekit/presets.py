@@ -55,9 +55,9 @@ _add(
 )
 _add(
     "binarized-mnist",
-    "dynamically binarized MNIST for likelihood benchmarks: ReLU MLP 784-512-256-32, KL warm-up, cosine schedule",
+    "dynamically binarized MNIST for likelihood benchmarks: ReLU MLP 784-512-512-50, KL warm-up, cosine schedule",
     Config(
-        model=ModelConfig(architecture="mlp", likelihood="bernoulli", latent_dim=32, hidden_dims=(512, 256)),
+        model=ModelConfig(architecture="mlp", likelihood="bernoulli", latent_dim=50, hidden_dims=(512, 512)),
         data=DataConfig(source="mnist", binarize="dynamic", val_fraction=1 / 12),
         objective=ObjectiveConfig(name="elbo", kl_warmup_steps=10_000),
         train=TrainConfig(epochs=100, batch_size=100, lr=1e-3, schedule="cosine", eval_k=0),
