@@ -50,6 +50,10 @@ class ModelConfig:
         Registered activation: ``relu``, ``elu``, ``gelu``, ``silu``, ``tanh``, ``leaky_relu``.
     gaussian_scale
         ``gaussian`` only: a fixed standard deviation of p(x|z); ``None`` learns one per feature.
+    num_classes
+        0 for an unconditional VAE; K > 0 makes it conditional on a label in 0..K-1 (a conditional VAE, Sohn
+        et al. 2015): the one-hot label is appended to z at the decoder input and shifts the encoder's output.
+        Training takes the labels from the dataset.
     """
 
     architecture: str = "mlp"
@@ -59,6 +63,7 @@ class ModelConfig:
     channels: tuple[int, ...] = (32, 64)
     activation: str = "relu"
     gaussian_scale: float | None = None
+    num_classes: int = 0
 
 
 @dataclass(frozen=True)

@@ -81,13 +81,13 @@ def binarization_of(model: VAE) -> str:
 
 def load_model_data(
     model: VAE, data: str | None, data_dir: str | None, seed: int, split: str = "test"
-) -> tuple[torch.Tensor, str, str]:
+) -> tuple[torch.Tensor, torch.Tensor | None, str, str]:
     """Read evaluation data through the model's stored preprocessing, binarized like its training data.
 
     Returns
     -------
     tuple
-        (x (N, *shape) on the model's device, source description, binarization description).
+        (x (N, *shape) on the model's device, labels (N,) or ``None``, source, binarization description).
     """
     from vaekit.data import load_examples
 
@@ -98,13 +98,14 @@ def load_model_data(
         raise ConfigError("the model does not record its data source; pass --data NAME_OR_PATH")
     examples = load_examples(source, model.preprocessing, data_dir=data_dir, split=split)
     x = examples.tensor().to(model.device)
+    y = None if examples.labels is None else torch.as_tensor(examples.labels, dtype=torch.long, device=x.device)
     mode = binarization_of(model)
     how = "no binarization"
     if mode in ("dynamic", "static"):
         generator = torch.Generator(device=x.device).manual_seed(seed)
         x = torch.bernoulli(x, generator=generator)
         how = f"binarized once with seed {seed} (model trained with {mode} binarization)"
-    return x, source, how
+    return x, y, source, how
 
 
 @torch.no_grad()
@@ -118,6 +119,7 @@ def evaluate(
     chunk_size: int | None = None,
     seed: int = 0,
     progress: bool = False,
+    labels: torch.Tensor | None = None,
 ) -> EvalReport:
     """Evaluate a model on held-out data.
 
@@ -138,6 +140,8 @@ def evaluate(
         Seed of the posterior samples and of the binarization draw.
     progress
         Show a progress bar.
+    labels
+        (N,) labels of a tensor ``data`` for a conditional model (read from the dataset otherwise).
 
     Returns
     -------
@@ -153,9 +157,11 @@ def evaluate(
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     model.eval()
     if isinstance(data, torch.Tensor):
-        x_all, source, how = data.to(model.device), "tensor", "as given"
+        x_all, y_all, source, how = data.to(model.device), labels, "tensor", "as given"
     else:
-        x_all, source, how = load_model_data(model, data, data_dir, seed)
+        x_all, y_all, source, how = load_model_data(model, data, data_dir, seed)
+    if not model.num_classes:
+        y_all = None  # unconditional models ignore labels
     if len(x_all) == 0:
         raise DataError(f"no examples to evaluate in {source!r}; pass a non-empty dataset")
     model.check_input(x_all)
@@ -169,16 +175,17 @@ def evaluate(
     batches = range(0, n, batch_size)
     for begin in tqdm(batches, desc=f"evaluate (k={k})", disable=not progress, leave=False):
         x = x_all[begin : begin + batch_size]
-        terms = objectives.elbo(model, x)
+        y = None if y_all is None else y_all[begin : begin + batch_size].to(x.device)
+        terms = objectives.elbo(model, x, y=y)
         totals["elbo"] += float(terms.elbo.sum())
         totals["log_px_z"] += float(terms.log_px_z.sum())
         totals["kl"] += float(terms.kl.sum())
         if terms.kl_per_dim is not None:
             kl_dims += terms.kl_per_dim.sum(0).double().cpu()
-        totals["nll"] -= float(objectives.iwae_bound(model, x, k, chunk).sum())
-        qz_x = model.encode(x)
+        totals["nll"] -= float(objectives.iwae_bound(model, x, k, chunk, y=y).sum())
+        qz_x = model.encode(x, y)
         means.append(qz_x.mean.double().cpu())
-        x_hat = model.decode(qz_x.mean).mean
+        x_hat = model.decode(qz_x.mean, y).mean
         totals["sq_err"] += float(((x_hat - x) ** 2).sum())
     mu = torch.cat(means)
     variances = mu.var(dim=0, unbiased=True) if n > 1 else torch.zeros(model.latent_dim)

@@ -9,6 +9,11 @@
 
 Evaluation, sampling, anomaly scores and compression use only ``encode``, ``decode`` and ``prior``, so a
 new architecture, likelihood or prior works with all of them at once.
+
+A conditional model (``num_classes = K > 0``) takes labels ``y`` (N,) in both ``encode(x, y)`` and
+``decode(z, y)`` through one component, :class:`LabelConditioning`: the one-hot label is appended to z before
+the decoder, and a learned per-class offset shifts the encoder's (mu, log sigma^2). Unconditional models
+ignore ``y`` and pay nothing for it.
 """
 
 from __future__ import annotations
@@ -26,6 +31,40 @@ from vaekit.errors import ConfigError, DataError
 from vaekit.likelihoods import LIKELIHOODS, Likelihood
 from vaekit.nn import ARCHITECTURES
 from vaekit.priors import PRIORS
+
+
+class LabelConditioning(nn.Module):
+    """Feeds a categorical condition to encoder and decoder: one-hot y appended to z, a per-class offset on
+    the encoder's output."""
+
+    def __init__(self, num_classes: int, encoder_features: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.encoder_offset = nn.Embedding(num_classes, encoder_features)
+        nn.init.zeros_(self.encoder_offset.weight)
+
+    def check(self, y: torch.Tensor | None, n: int) -> torch.Tensor:
+        """Validate labels (N,) for a batch of ``n``; raise DataError naming the problem."""
+        if y is None:
+            raise DataError(
+                f"this model is conditional on a label in 0..{self.num_classes - 1}; pass labels "
+                "(y=..., or --label at the command line)"
+            )
+        if y.shape != (n,):
+            raise DataError(f"labels must have shape ({n},), got {tuple(y.shape)}")
+        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.num_classes):
+            raise DataError(
+                f"label {int(y.max()) if int(y.max()) >= self.num_classes else int(y.min())} is outside the "
+                f"trained classes 0..{self.num_classes - 1}; pass a label in that range"
+            )
+        return y.long()
+
+    def encoder_shift(self, y: torch.Tensor) -> torch.Tensor:
+        return self.encoder_offset(y)  # (B, 2L)
+
+    def decoder_input(self, z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        one_hot = nn.functional.one_hot(y, self.num_classes).to(z.dtype)  # (N, K)
+        return torch.cat([z, one_hot], dim=-1)  # (N, L + K)
 
 
 class VAE(nn.Module):
@@ -56,22 +95,30 @@ class VAE(nn.Module):
         self.data_shape = tuple(int(d) for d in data_shape)
         architecture = ARCHITECTURES.get(config.architecture)
         self.likelihood: Likelihood = LIKELIHOODS.get(config.likelihood)(self.data_shape, config)
+        if config.num_classes < 0:
+            raise ConfigError(f"model.num_classes must be 0 (unconditional) or positive, got {config.num_classes}")
+        self.conditioning = LabelConditioning(config.num_classes, 2 * config.latent_dim) if config.num_classes else None
         self.encoder = architecture.build_encoder(self.data_shape, 2 * config.latent_dim, config)
         self.decoder = architecture.build_decoder(
-            config.latent_dim, self.data_shape, self.likelihood.param_channels, config
+            config.latent_dim + config.num_classes, self.data_shape, self.likelihood.param_channels, config
         )
         self._prior = PRIORS.get("standard_normal")(config.latent_dim)
         self.preprocessing: Any = None
         self.metadata: dict[str, Any] = {}
 
     # -- the contract ------------------------------------------------------------------------------------
-    def encode(self, x: torch.Tensor) -> Distribution:
-        """q(z|x) = N(mu, diag sigma^2): batch shape (B,), event shape (L,)."""
-        mu, log_var = self.encoder(x).chunk(2, dim=-1)  # (B, L) each
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """q(z|x) = N(mu, diag sigma^2): batch shape (B,), event shape (L,). ``y`` (B,): labels, conditional only."""
+        h = self.encoder(x)  # (B, 2L)
+        if self.conditioning is not None:
+            h = h + self.conditioning.encoder_shift(self.conditioning.check(y, x.shape[0]))
+        mu, log_var = h.chunk(2, dim=-1)  # (B, L) each
         return Independent(Normal(mu, torch.exp(0.5 * log_var), validate_args=False), 1)
 
-    def decode(self, z: torch.Tensor) -> Distribution:
-        """p(x|z) for z of shape (N, L): batch shape (N,), event shape ``data_shape``."""
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """p(x|z) for z of shape (N, L): batch shape (N,), event shape ``data_shape``. ``y`` (N,): labels."""
+        if self.conditioning is not None:
+            z = self.conditioning.decoder_input(z, self.conditioning.check(y, z.shape[0]))
         return self.likelihood(self.decoder(z))
 
     def prior(self) -> Distribution:
@@ -82,6 +129,11 @@ class VAE(nn.Module):
     @property
     def latent_dim(self) -> int:
         return self.config.latent_dim
+
+    @property
+    def num_classes(self) -> int:
+        """Number of label classes of a conditional model; 0 if unconditional."""
+        return self.config.num_classes
 
     @property
     def num_dims(self) -> int:
@@ -101,15 +153,22 @@ class VAE(nn.Module):
             )
         self.likelihood.check_support(x)
 
-    def forward(self, x: torch.Tensor) -> objectives.Terms:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> objectives.Terms:
         """The ELBO terms of a batch (see :func:`vaekit.objectives.elbo`)."""
-        return objectives.elbo(self, x)
+        return objectives.elbo(self, x, y=y)
 
     @torch.no_grad()
     def sample(
-        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None, mean: bool = True
+        self,
+        n: int,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        mean: bool = True,
+        y: torch.Tensor | int | None = None,
     ) -> torch.Tensor:
         """Draw ``n`` examples: z ~ N(0, temperature^2 I), then the mean of p(x|z) (or a draw if ``mean=False``).
+
+        ``y``: for a conditional model, one label for all (int) or (n,) labels.
 
         Returns
         -------
@@ -117,26 +176,34 @@ class VAE(nn.Module):
             (n, *data_shape).
         """
         if n < 1:
-            raise ValueError(f"n must be at least 1, got {n}")
+            raise ConfigError(f"n must be at least 1, got {n}")
         if temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {temperature}")
+            raise ConfigError(f"temperature must be positive, got {temperature}")
+        if y is not None and self.conditioning is None:
+            raise ConfigError("this model is not conditional; sample without a label (or train with model.num_classes)")
+        if isinstance(y, int):
+            y = torch.full((n,), y, dtype=torch.long)
         z = torch.randn(n, self.latent_dim, generator=generator, device=self.device) * temperature
-        px_z = self.decode(z)
+        px_z = self.decode(z, None if y is None else y.to(self.device))
         return px_z.mean if mean else px_z.sample()
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, sample_latent: bool = False) -> torch.Tensor:
+    def reconstruct(
+        self, x: torch.Tensor, sample_latent: bool = False, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Mean of p(x|z) at z = the posterior mean (or a posterior draw if ``sample_latent``). (B, *shape)."""
-        qz_x = self.encode(x)
+        qz_x = self.encode(x, y)
         z = qz_x.sample() if sample_latent else qz_x.mean
-        return self.decode(z).mean
+        return self.decode(z, y).mean
 
     @torch.no_grad()
-    def elbo(self, x: torch.Tensor) -> torch.Tensor:
+    def elbo(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Per-example ELBO in nats, one posterior sample, analytic KL. (B,)."""
-        return objectives.elbo(self, x).elbo
+        return objectives.elbo(self, x, y=y).elbo
 
     @torch.no_grad()
-    def log_likelihood(self, x: torch.Tensor, k: int = 1000, chunk_size: int = 100) -> torch.Tensor:
-        """Importance-weighted estimate of log p(x) with ``k`` samples, in nats. (B,)."""
-        return objectives.iwae_bound(self, x, k, chunk_size)
+    def log_likelihood(
+        self, x: torch.Tensor, k: int = 1000, chunk_size: int = 100, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Importance-weighted estimate of log p(x) (log p(x|y) if conditional) with ``k`` samples, in nats. (B,)."""
+        return objectives.iwae_bound(self, x, k, chunk_size, y=y)

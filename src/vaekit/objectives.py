@@ -26,11 +26,11 @@ from torch.distributions import Distribution, Independent, kl_divergence
 class LatentVariableModel(Protocol):
     """The model contract every objective relies on."""
 
-    def encode(self, x: torch.Tensor) -> Distribution:
-        """q(z|x): batch shape (B,), event shape (L,)."""
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
+        """q(z|x): batch shape (B,), event shape (L,); ``y`` (B,) labels of a conditional model."""
         ...
 
-    def decode(self, z: torch.Tensor) -> Distribution:
+    def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """p(x|z) for z of shape (N, L): batch shape (N,), event shape = data shape."""
         ...
 
@@ -82,7 +82,11 @@ def kl_weight(step: int, beta: float, warmup_steps: int) -> float:
 
 
 def elbo(
-    model: LatentVariableModel, x: torch.Tensor, beta: float = 1.0, free_bits: float = 0.0
+    model: LatentVariableModel,
+    x: torch.Tensor,
+    beta: float = 1.0,
+    free_bits: float = 0.0,
+    y: torch.Tensor | None = None,
 ) -> Terms:
     """Beta-weighted ELBO with optional free bits.
 
@@ -97,15 +101,17 @@ def elbo(
     free_bits
         Floor in nats on each latent dimension's KL averaged over the batch (Kingma et al. 2016,
         arXiv:1606.04934); affects only the loss.
+    y
+        (B,) labels, for a conditional model.
 
     Returns
     -------
     Terms
         ``loss = -mean(log_px_z) + beta * sum_j max(free_bits, mean_b kl_bj)``.
     """
-    qz_x = model.encode(x)
+    qz_x = model.encode(x, y)
     z = qz_x.rsample()  # (B, L) reparameterised: mu + sigma * eps
-    px_z = model.decode(z)
+    px_z = model.decode(z, y)
     log_px_z = px_z.log_prob(x)  # (B,)
     pz = model.prior()
     kl_dims = kl_per_dimension(qz_x, pz)
@@ -123,20 +129,29 @@ def elbo(
 
 
 def _sample_terms(
-    model: LatentVariableModel, x: torch.Tensor, k: int, qz_x: Distribution | None = None
+    model: LatentVariableModel,
+    x: torch.Tensor,
+    k: int,
+    qz_x: Distribution | None = None,
+    y: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For k samples z_i ~ q(z|x): log p(x|z_i) and log p(z_i) - log q(z_i|x), each (k, B)."""
-    qz_x = model.encode(x) if qz_x is None else qz_x
+    qz_x = model.encode(x, y) if qz_x is None else qz_x
     z = qz_x.rsample((k,))  # (k, B, L)
     batch = x.shape[0]
     x_rep = x.unsqueeze(0).expand(k, *x.shape).reshape(k * batch, *x.shape[1:])
-    log_px_z = model.decode(z.reshape(k * batch, -1)).log_prob(x_rep).reshape(k, batch)
+    y_rep = None if y is None else y.repeat(k)  # (k * B,) in the same sample-major order as x_rep
+    log_px_z = model.decode(z.reshape(k * batch, -1), y_rep).log_prob(x_rep).reshape(k, batch)
     log_ratio = model.prior().log_prob(z) - qz_x.log_prob(z)
     return log_px_z, log_ratio
 
 
 def log_importance_weights(
-    model: LatentVariableModel, x: torch.Tensor, k: int, qz_x: Distribution | None = None
+    model: LatentVariableModel,
+    x: torch.Tensor,
+    k: int,
+    qz_x: Distribution | None = None,
+    y: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """log w_i = log p(x|z_i) + log p(z_i) - log q(z_i|x) for k samples z_i ~ q(z|x).
 
@@ -145,11 +160,11 @@ def log_importance_weights(
     torch.Tensor
         (k, B) log-weights in nats.
     """
-    log_px_z, log_ratio = _sample_terms(model, x, k, qz_x)
+    log_px_z, log_ratio = _sample_terms(model, x, k, qz_x, y)
     return log_px_z + log_ratio
 
 
-def iwae(model: LatentVariableModel, x: torch.Tensor, k: int) -> Terms:
+def iwae(model: LatentVariableModel, x: torch.Tensor, k: int, y: torch.Tensor | None = None) -> Terms:
     """Importance-weighted bound L_k as a training objective (Burda et al. 2015, arXiv:1509.00519).
 
     Returns
@@ -157,13 +172,19 @@ def iwae(model: LatentVariableModel, x: torch.Tensor, k: int) -> Terms:
     Terms
         ``elbo`` holds L_k per example; ``log_px_z`` and ``kl`` are sample averages for logging.
     """
-    log_px_z, log_ratio = _sample_terms(model, x, k)  # (k, B) each; log_ratio = -(Monte Carlo KL)
+    log_px_z, log_ratio = _sample_terms(model, x, k, y=y)  # (k, B) each; log_ratio = -(Monte Carlo KL)
     bound = torch.logsumexp(log_px_z + log_ratio, dim=0) - math.log(k)
     return Terms(loss=-bound.mean(), elbo=bound, log_px_z=log_px_z.mean(0), kl=-log_ratio.mean(0))
 
 
 @torch.no_grad()
-def iwae_bound(model: LatentVariableModel, x: torch.Tensor, k: int, chunk_size: int = 100) -> torch.Tensor:
+def iwae_bound(
+    model: LatentVariableModel,
+    x: torch.Tensor,
+    k: int,
+    chunk_size: int = 100,
+    y: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Importance-weighted log-likelihood estimate log p(x) >= L_k, with memory bounded by chunking.
 
     The k samples are drawn ``chunk_size`` at a time and combined with a running logsumexp, so memory holds
@@ -176,12 +197,12 @@ def iwae_bound(model: LatentVariableModel, x: torch.Tensor, k: int, chunk_size: 
     """
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
-    qz_x = model.encode(x)
+    qz_x = model.encode(x, y)
     running = torch.full((x.shape[0],), -math.inf, device=x.device)
     done = 0
     while done < k:
         size = min(chunk_size, k - done)
-        log_w = log_importance_weights(model, x, size, qz_x)
+        log_w = log_importance_weights(model, x, size, qz_x, y)
         running = torch.logaddexp(running, torch.logsumexp(log_w, dim=0))
         done += size
     return running - math.log(k)

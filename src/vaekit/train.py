@@ -120,11 +120,11 @@ def make_optimizer(params: list[torch.nn.Parameter], config: Config) -> torch.op
     """Adam or AdamW; the fused implementation where this torch and device support it (same maths, about 3x
     faster per step than the default on CPU), else the default one."""
     opt_class = torch.optim.AdamW if config.train.optimizer == "adamw" else torch.optim.Adam
-    kwargs = {"lr": config.train.lr, "weight_decay": config.train.weight_decay}
+    lr, weight_decay = config.train.lr, config.train.weight_decay
     try:
-        return opt_class(params, fused=True, **kwargs)
+        return opt_class(params, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):  # older torch: no fused kernel for this device
-        return opt_class(params, **kwargs)
+        return opt_class(params, lr=lr, weight_decay=weight_decay)
 
 
 def _clip_and_check(params: list[torch.nn.Parameter], max_norm: float) -> bool:
@@ -174,27 +174,30 @@ def _check_config(config: Config, bundle: DataBundle) -> None:
         )
 
 
-def _loss(model: VAE, x: torch.Tensor, config: Config, step: int) -> objectives.Terms:
+def _loss(model: VAE, x: torch.Tensor, y: torch.Tensor | None, config: Config, step: int) -> objectives.Terms:
     objective = config.objective
     if objective.name == "iwae":
-        return objectives.iwae(model, x, objective.k)
+        return objectives.iwae(model, x, objective.k, y=y)
     beta = objectives.kl_weight(step, objective.beta, objective.kl_warmup_steps)
-    return objectives.elbo(model, x, beta=beta, free_bits=objective.free_bits)
+    return objectives.elbo(model, x, beta=beta, free_bits=objective.free_bits, y=y)
 
 
 @torch.no_grad()
-def _validate(model: VAE, x_val: torch.Tensor, batch_size: int, eval_k: int = 0) -> dict[str, float]:
+def _validate(
+    model: VAE, x_val: torch.Tensor, y_val: torch.Tensor | None, batch_size: int, eval_k: int = 0
+) -> dict[str, float]:
     """Mean validation ELBO and its parts (nats per example), and the IWAE NLL if ``eval_k`` > 0."""
     model.eval()
     sums = {"val_elbo": 0.0, "val_log_px_z": 0.0, "val_kl": 0.0, "val_nll": 0.0}
     for start in range(0, len(x_val), batch_size):
         x = x_val[start : start + batch_size]
-        terms = objectives.elbo(model, x)
+        y = None if y_val is None else y_val[start : start + batch_size]
+        terms = objectives.elbo(model, x, y=y)
         sums["val_elbo"] += float(terms.elbo.sum())
         sums["val_log_px_z"] += float(terms.log_px_z.sum())
         sums["val_kl"] += float(terms.kl.sum())
         if eval_k > 0:
-            sums["val_nll"] -= float(objectives.iwae_bound(model, x, eval_k).sum())
+            sums["val_nll"] -= float(objectives.iwae_bound(model, x, eval_k, y=y).sum())
     model.train()
     result = {key: value / len(x_val) for key, value in sums.items()}
     if eval_k <= 0:
@@ -299,6 +302,7 @@ def train(
     *,
     resume: bool = False,
     progress: bool = False,
+    data: DataBundle | None = None,
 ) -> TrainResult:
     """Train a VAE and write a run directory.
 
@@ -313,6 +317,9 @@ def train(
         Continue the run in ``out`` from its last saved epoch.
     progress
         Show a progress bar with the running loss.
+    data
+        Already-loaded data (for example arrays wrapped by :func:`vaekit.data.from_arrays`) used instead of
+        ``config.data.source``; ``config.data`` still sets binarization.
 
     Returns
     -------
@@ -332,7 +339,7 @@ def train(
     out = Path(out)
     config = _resolve_run_config(config, out, resume)
     device = resolve_device(config.train.device)
-    bundle = load_data(config.data)
+    bundle = data if data is not None else load_data(config.data)
     _check_config(config, bundle)
     tc = config.train
 
@@ -355,6 +362,7 @@ def train(
     train_set = bundle.train
     x_train = _maybe_on_device(train_set, device)
     x_val = bundle.val.tensor().to(device)
+    y_train, y_val = _labels(bundle.train, config, device), _labels(bundle.val, config, device)
     dynamic = config.data.binarize == "dynamic"
     if dynamic:  # one fixed draw of the validation set, so validation ELBOs are comparable across epochs
         x_val = torch.bernoulli(x_val, generator=torch.Generator(device=device).manual_seed(tc.seed + 3))
@@ -381,12 +389,13 @@ def train(
                 break
             idx = perm[i * tc.batch_size : (i + 1) * tc.batch_size]
             x = x_train[idx.to(x_train.device)] if x_train is not None else train_set.batch(idx).to(device)
+            y = None if y_train is None else y_train[idx.to(y_train.device)]
             if dynamic:
                 x = torch.bernoulli(x, generator=binarize_gen)
             lr = learning_rate(state.step, total_steps, config, elapsed)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            terms = _loss(model, x, config, state.step)
+            terms = _loss(model, x, y, config, state.step)
             state.step += 1
             optimizer.zero_grad(set_to_none=True)
             loss_value = float(terms.loss.detach())
@@ -424,7 +433,7 @@ def train(
             "epoch": state.epoch,
             "step": state.step,
             "train_loss": loss_sum / max(loss_count, 1),
-            **_validate(model, x_val, max(tc.batch_size, 256), tc.eval_k if nll_due else 0),
+            **_validate(model, x_val, y_val, max(tc.batch_size, 256), tc.eval_k if nll_due else 0),
             "kl_weight": objectives.kl_weight(state.step, config.objective.beta, config.objective.kl_warmup_steps),
             "lr": learning_rate(state.step, total_steps, config, state.train_time_s),
             "skipped_steps": state.skipped_steps,
@@ -456,7 +465,7 @@ def train(
     from vaekit.serialization import load
 
     best = load(best_dir, device=str(device))
-    _write_figures(out, best, state.metrics, x_val, tc.num_images, tc.seed)
+    _write_figures(out, best, state.metrics, x_val, y_val, tc.num_images, tc.seed)
     return TrainResult(
         run_dir=out,
         model_dir=best_dir,
@@ -468,6 +477,25 @@ def train(
     )
 
 
+def _labels(examples: ExampleSet, config: Config, device: torch.device) -> torch.Tensor | None:
+    """The labels of a split as a long tensor for a conditional model; ``None`` for an unconditional one."""
+    num_classes = config.model.num_classes
+    if not num_classes:
+        return None
+    if examples.labels is None:
+        raise DataError(
+            f"model.num_classes={num_classes} makes the model conditional, but {config.data.source!r} has no "
+            "labels; use labelled data (digits, mnist, a table with data.label_column, ...) or model.num_classes=0"
+        )
+    labels = torch.as_tensor(examples.labels, dtype=torch.long)
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise DataError(
+            f"labels of {config.data.source!r} span {int(labels.min())}..{int(labels.max())}, outside "
+            f"0..{num_classes - 1}; set model.num_classes to the number of classes"
+        )
+    return labels.to(device)
+
+
 def _maybe_on_device(examples: ExampleSet, device: torch.device) -> torch.Tensor | None:
     """The whole split as one tensor on ``device`` if it is small enough, else ``None`` (stream batches)."""
     nbytes = len(examples) * math.prod(examples.shape) * 4
@@ -477,7 +505,13 @@ def _maybe_on_device(examples: ExampleSet, device: torch.device) -> torch.Tensor
 
 
 def _write_figures(
-    out: Path, model: VAE, metrics: list[dict[str, Any]], x_val: torch.Tensor, n: int, seed: int
+    out: Path,
+    model: VAE,
+    metrics: list[dict[str, Any]],
+    x_val: torch.Tensor,
+    y_val: torch.Tensor | None,
+    n: int,
+    seed: int,
 ) -> None:
     """Loss curve, a grid of samples and a grid of validation reconstructions (rows of originals, each above
     its row of reconstructions)."""
@@ -486,9 +520,10 @@ def _write_figures(
 
     plot_loss_curve(metrics, out / "loss_curve.png")
     generator = torch.Generator(device=model.device).manual_seed(seed)
-    save_image_grid(model.sample(n, generator=generator).cpu(), out / "samples.png")
+    labels = torch.arange(n) % model.num_classes if model.num_classes else None  # each class in turn
+    save_image_grid(model.sample(n, generator=generator, y=labels).cpu(), out / "samples.png")
     originals = x_val[: max(1, n // 2)]
-    recon = model.reconstruct(originals)
+    recon = model.reconstruct(originals, y=None if y_val is None else y_val[: len(originals)])
     width = 8
     rows = interleave_rows(originals.cpu().numpy(), recon.cpu().numpy(), width)
     save_image_grid(rows, out / "reconstructions.png", nrow=width)
