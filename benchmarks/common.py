@@ -20,9 +20,19 @@ def machine() -> str:
     """One line naming the machine the numbers come from."""
     device = f"CUDA {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "CPU"
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{_cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {device}"
     )
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -53,3 +53,13 @@ def tiny_model() -> Callable[..., VAE]:
         return VAE(ModelConfig(**settings), shape)  # type: ignore[arg-type]
 
     return make
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``slow`` tests run only when asked for (``-m slow``), as the marker's description in pyproject says."""
+    if "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

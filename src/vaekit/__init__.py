@@ -2,47 +2,62 @@
 
 Train, evaluate and use VAEs from Python or the ``vaekit`` command line. Every command is a function here
 of the same name: :func:`train`, :func:`evaluate`, :func:`sample`, :func:`reconstruct`, :func:`interpolate`,
-:func:`traverse`, :func:`embed`; :func:`load` rebuilds a saved model.
+:func:`traverse`, :func:`embed`, :func:`export`, :func:`serve`, :func:`compress`, :func:`decompress`; :func:`load`
+rebuilds a saved model.
 """
 
 __version__ = "0.1.0"
 
+from vaekit.bitsback import CodingConfig
+from vaekit.compress import CompressReport, DecompressReport, compress, decompress
 from vaekit.config import Config, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig, resolve_config
 from vaekit.embed import embed
 from vaekit.errors import ConfigError, DataError, ModelFileError, OutputError, TrainingError, VaeKitError
 from vaekit.evaluate import EvalReport, evaluate
+from vaekit.export import export
 from vaekit.interpolate import interpolate
 from vaekit.model import VAE
+from vaekit.quality import QualityReport, sample_quality
 from vaekit.reconstruct import reconstruct
 from vaekit.sample import sample
 from vaekit.serialization import load, save_model
+from vaekit.serve import serve
 from vaekit.train import TrainResult, train
 from vaekit.traverse import traverse
 
 __all__ = [
     "VAE",
+    "CodingConfig",
+    "CompressReport",
     "Config",
     "ConfigError",
     "DataConfig",
     "DataError",
+    "DecompressReport",
     "EvalReport",
     "ModelConfig",
     "ModelFileError",
     "ObjectiveConfig",
     "OutputError",
+    "QualityReport",
     "TrainConfig",
     "TrainResult",
     "TrainingError",
     "VaeKitError",
     "__version__",
+    "compress",
+    "decompress",
     "embed",
     "evaluate",
+    "export",
     "interpolate",
     "load",
     "reconstruct",
     "resolve_config",
     "sample",
+    "sample_quality",
     "save_model",
+    "serve",
     "train",
     "traverse",
 ]

@@ -1,18 +1,21 @@
 """Plumbing shared by the model verbs (sample, reconstruct, interpolate, traverse, embed).
 
 Kept in one private module so each verb file holds only its own maths: resolving ``model`` arguments,
-reading a model's data with its stored preprocessing, and drawing examples in the right kind of picture.
+reading a model's data with its stored preprocessing, drawing examples in the right kind of picture, and the
+labels of a conditional model (``model.num_classes > 0``): read from the data when encoding, chosen by the
+caller (``label=``, ``--label``) when decoding.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from vaekit.errors import ConfigError, OutputError
+from vaekit.errors import ConfigError, DataError, OutputError
 from vaekit.model import VAE
 from vaekit.plots import is_image_shape, save_heatmap, save_image_grid
 
@@ -74,10 +77,58 @@ def save_examples_png(model: VAE, x: torch.Tensor | np.ndarray, out: Path, *, nr
     return save_heatmap(np.asarray(x, dtype=np.float32).reshape(len(x), -1), out)
 
 
+def data_labels(model: VAE, examples: ExampleSet, indices: np.ndarray) -> torch.Tensor | None:
+    """Labels (B,) of ``examples[indices]`` for encoding with a conditional model; ``None`` if unconditional.
+
+    Raises
+    ------
+    DataError
+        If the model is conditional and the data has no labels.
+    """
+    if not model.num_classes:
+        return None
+    if examples.labels is None:
+        raise DataError(
+            f"this model is conditional on a label in 0..{model.num_classes - 1}, but the data has no labels; "
+            "pass labelled data (--data) like the data it was trained on"
+        )
+    return torch.as_tensor(examples.labels[np.asarray(indices, dtype=np.int64)], dtype=torch.long)
+
+
+Labels = int | Sequence[int] | np.ndarray | torch.Tensor
+"""A label argument: one class for every example (int) or one label per example."""
+
+
+def decode_labels(model: VAE, label: Labels | None, n: int) -> torch.Tensor | None:
+    """Labels (n,) to decode ``n`` latents with: one class for all (int) or one per latent; checked early.
+
+    ``None`` stays ``None`` (an unconditional model, or a caller that picks a default).
+
+    Raises
+    ------
+    ConfigError
+        If a label is given to an unconditional model.
+    DataError
+        If a label lies outside the trained classes 0..K-1 or the count does not match ``n``.
+    """
+    if label is None:
+        return None
+    if model.conditioning is None:
+        raise ConfigError(
+            f"label={label!r} was given, but this model is not conditional; drop the label (--label), or "
+            "train a conditional model with model.num_classes=K"
+        )
+    if isinstance(label, (int, np.integer)):
+        y = torch.full((n,), int(label), dtype=torch.long)
+    else:
+        y = torch.as_tensor(np.asarray(label), dtype=torch.long).reshape(-1)
+    return model.conditioning.check(y, n).to(model.device)
+
+
 @torch.no_grad()
-def posterior_means(model: VAE, x: torch.Tensor) -> torch.Tensor:
-    """Mean of q(z|x) for a batch, after checking it fits the model. (B, L)."""
+def posterior_means(model: VAE, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean of q(z|x) (of q(z|x, y) for a conditional model) for a batch, after checking it fits. (B, L)."""
     model.eval()
     x = x.to(model.device)
     model.check_input(x)
-    return model.encode(x).mean
+    return model.encode(x, None if y is None else y.to(model.device)).mean

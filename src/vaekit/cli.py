@@ -9,13 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from vaekit import __version__
+from vaekit import __version__, cli_apps, cli_compress, cli_serve
 from vaekit.errors import ConfigError, VaeKitError
 
 EXIT_ERROR = 2
@@ -42,6 +43,10 @@ def _add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", metavar="DIR", help="folder of the mnist / fashion-mnist IDX files")
 
 
+def _add_label_arg(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--label", type=int, metavar="K", help=f"conditional models only: {what}")
+
+
 def _dims(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
@@ -57,6 +62,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from vaekit.presets import get_preset
     from vaekit.train import train
 
+    rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 logs and prints
+    if rank > 0:
+        logging.getLogger("vaekit").setLevel(logging.WARNING)
     # Explicit flags win over everything; passed as section dicts so paths are never parsed as YAML.
     flags: dict[str, dict[str, object]] = {"data": {}, "train": {}}
     for section, key, value in (
@@ -64,6 +72,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         ("data", "data_dir", args.data_dir),
         ("train", "epochs", args.epochs),
         ("train", "seed", args.seed),
+        ("train", "device", args.device),
     ):
         if value is not None:
             flags[section][key] = value
@@ -77,6 +86,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             or args.data
             or args.data_dir
             or args.seed is not None
+            or args.device
         ):
             raise ConfigError("--resume reads the run's saved config; only --epochs may change when resuming")
         config = None
@@ -88,7 +98,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         config = resolve_config(get_preset(preset), args.config, overrides=args.overrides)
         config = resolve_config(config, data=flags["data"], train=flags["train"])
         out = Path(args.out or Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.nproc is not None and args.nproc > 1:  # re-launch this command in N processes through torchrun
+        from vaekit.distributed import launch, local_batch_size
+        from vaekit.train import resolve_device
+
+        if config is not None:  # catch what would fail in every process before starting them
+            local_batch_size(config.train.batch_size, args.nproc)
+            resolve_device(config.train.device)
+        return launch(args.nproc, [*_without_nproc(args.argv), *([] if args.out else ["--out", str(out)])])
     result = train(config, out, resume=args.resume, progress=not args.quiet)
+    if rank > 0:
+        return 0
     print(f"run directory:  {result.run_dir}")
     print(f"best model:     {result.model_dir}")
     if result.metrics and result.metrics[-1].get("val_elbo") is not None:
@@ -96,12 +116,33 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _without_nproc(argv: Sequence[str]) -> list[str]:
+    """``argv`` without ``--nproc N`` / ``--nproc=N`` (or an abbreviation argparse accepted)."""
+    kept: list[str] = []
+    skip = False
+    for token in argv:
+        name = token.split("=", 1)[0]
+        if skip:
+            skip = False
+        elif len(name) > 2 and "--nproc".startswith(name):
+            skip = "=" not in token
+        else:
+            kept.append(token)
+    return kept
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from vaekit.evaluate import evaluate
     from vaekit.serialization import atomic_write_text
 
     report = evaluate(
-        args.model, args.data, k=args.k, data_dir=args.data_dir, seed=args.seed, progress=not args.quiet
+        args.model,
+        args.data,
+        k=args.k,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        progress=not args.quiet,
+        samples=args.samples,
     )
     print(report.format_table())
     if args.json:
@@ -113,9 +154,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from vaekit.sample import sample
 
-    sample(args.model, args.n, temperature=args.temperature, seed=args.seed, out=args.out)
+    sample(args.model, args.n, temperature=args.temperature, seed=args.seed, label=args.label, out=args.out)
     out = Path(args.out)
-    print(f"wrote {args.n} samples to {out} and {out.with_suffix('.npy')}")
+    what = "samples" if args.label is None else f"samples of class {args.label}"
+    print(f"wrote {args.n} {what} to {out} and {out.with_suffix('.npy')}")
     return 0
 
 
@@ -137,6 +179,7 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
         index_b=args.b,
         steps=args.steps,
         method=args.method,
+        label=args.label,
         data_dir=args.data_dir,
         out=args.out,
     )
@@ -154,6 +197,7 @@ def _cmd_traverse(args: argparse.Namespace) -> int:
         dims=args.dims,
         span=args.span,
         steps=args.steps,
+        label=args.label,
         data_dir=args.data_dir,
         out=args.out,
     )
@@ -234,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
         "vaekit train --preset mnist-conv --epochs 5 --out runs/conv",
         "vaekit train --data table.csv --preset tabular objective.beta=4 model.latent_dim=4",
         "vaekit train --out runs/conv --resume --epochs 10",
+        "vaekit train --nproc 2 train.batch_size=256            # 2 processes, 128 examples each per step",
     )
     p.add_argument(
         "--preset", metavar="NAME", help="starting configuration (see `vaekit presets`); default digits"
@@ -248,6 +293,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
     p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), help="train.device: auto (CUDA if present, else CPU), cpu, cuda"
+    )
+    p.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train in N processes on this machine (torchrun; gloo on CPU, NCCL on GPUs); train.batch_size is "
+        "the global batch, split over them",
+    )
+    p.add_argument(
         "overrides",
         nargs="*",
         metavar="key=value",
@@ -260,11 +315,20 @@ def build_parser() -> argparse.ArgumentParser:
         _cmd_evaluate,
         "vaekit evaluate runs/digits-20240101-120000",
         "vaekit evaluate runs/mnist/best --data mnist --k 5000 --json report.json",
+        "vaekit evaluate runs/mnist-cvae --k 1 --samples 5000   # + FID, KID, precision/recall",
     )
     _add_data_args(p)
     p.add_argument("--k", type=int, default=1000, help="importance samples per example (default 1000)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the importance samples")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also draw N samples and report FID, KID, precision/recall (and class-conditional accuracy) in the "
+        "feature space of a classifier trained on the dataset, named beside each number (default 0: skip)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = model_command(
@@ -272,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Draw new examples from the prior; writes a PNG and a .npy array beside it.",
         _cmd_sample,
         "vaekit sample runs/digits-20240101-120000 -n 100 --temperature 0.8 --out samples.png",
+        "vaekit sample runs/mnist-cvae/best --label 3 -n 16 --out threes.png   # a conditional model",
     )
     p.add_argument("-n", type=int, default=64, metavar="N", help="number of samples (default 64)")
     p.add_argument(
@@ -282,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="scale of the prior draw; below 1 gives more typical samples (default 1.0)",
     )
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the draw (default 0)")
+    _add_label_arg(p, "the class to generate (default: each class in turn)")
     p.add_argument("--out", default="samples.png", metavar="FILE.png", help="default samples.png")
 
     p = model_command(
@@ -309,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps", type=int, default=10, metavar="S", help="points including both ends (default 10)"
     )
     p.add_argument("--method", choices=("linear", "spherical"), default="linear", help="default linear")
+    _add_label_arg(p, "the class every step is drawn as (default: the label of example --a)")
     p.add_argument("--out", default="interpolation.png", metavar="FILE.png", help="default interpolation.png")
 
     p = model_command(
@@ -331,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--span", type=float, default=3.0, help="each dimension runs over [-span, span] (default 3)"
     )
     p.add_argument("--steps", type=int, default=9, help="values per dimension (default 9)")
+    _add_label_arg(p, "the class the grid is drawn as (default: the starting example's label)")
     p.add_argument("--out", default="traversal.png", metavar="FILE.png", help="default traversal.png")
 
     p = model_command(
@@ -366,16 +434,21 @@ def build_parser() -> argparse.ArgumentParser:
     # Commands defined in other modules: each module has `register(command, model_command)`, which adds its
     # subcommands with the two helpers above. Add one line per module here.
     # -- more commands register here --
+    cli_apps.register(command, model_command)
+    cli_compress.register(command, model_command)
+    cli_serve.register(command, model_command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``vaekit`` command line and return its exit status (0 success, 2 error, 130 interrupted)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    args.argv = argv  # `train --nproc` re-launches the same command line
     quiet = getattr(args, "quiet", False)
     logging.basicConfig(format="%(message)s")
     logging.getLogger("vaekit").setLevel(logging.WARNING if quiet else logging.INFO)

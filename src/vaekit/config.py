@@ -39,7 +39,9 @@ class ModelConfig:
     architecture
         Registered encoder/decoder family: ``mlp`` (any input, flattened) or ``conv`` (images C x H x W).
     likelihood
-        Registered p(x|z): ``bernoulli`` (logits; binary or [0, 1] data) or ``gaussian`` (real data).
+        Registered p(x|z): ``bernoulli`` (logits; binary or [0, 1] data), ``gaussian`` (real data) or
+        ``discretized_logistic`` (8-bit data such as uint8 images; a proper discrete likelihood, so bits/dim
+        are true code lengths).
     latent_dim
         Number of latent dimensions.
     hidden_dims
@@ -54,6 +56,9 @@ class ModelConfig:
         0 for an unconditional VAE; K > 0 makes it conditional on a label in 0..K-1 (a conditional VAE, Sohn
         et al. 2015): the one-hot label is appended to z at the decoder input and shifts the encoder's output.
         Training takes the labels from the dataset.
+    mixture_components
+        ``discretized_logistic`` only: logistic components per data element (1 = one discretized logistic,
+        more = a discretized mixture of logistics, Salimans et al. 2017, arXiv:1701.05517).
     """
 
     architecture: str = "mlp"
@@ -64,6 +69,7 @@ class ModelConfig:
     activation: str = "relu"
     gaussian_scale: float | None = None
     num_classes: int = 0
+    mixture_components: int = 1
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,12 @@ class DataConfig:
         Tables: the column that holds labels (kept apart from the features); ``None`` for no labels.
     seed
         Seed of the train/validation split and of static binarization.
+    shuffle_buffer
+        Directories of shards (streamed, see :mod:`vaekit.shards`): examples held in the shuffle buffer of each
+        data-loading process; more mixes better and costs memory.
+    num_workers
+        Directories of shards: DataLoader worker processes reading shards beside each training process
+        (0 reads in the training process).
     """
 
     source: str = "digits"
@@ -105,6 +117,8 @@ class DataConfig:
     standardize: bool = True
     label_column: str | None = None
     seed: int = 0
+    shuffle_buffer: int = 16384
+    num_workers: int = 0
 
 
 @dataclass(frozen=True)
@@ -143,9 +157,11 @@ class TrainConfig:
     epochs
         Passes over the training split.
     batch_size
-        Examples per update.
+        Examples per update: the global batch. Under N processes (``torchrun``, ``--nproc``) each process
+        takes ``batch_size / N`` of them (it must divide) and their gradients are averaged, so one update
+        sees the same number of examples whatever N is.
     lr
-        Learning rate of Adam (or AdamW).
+        Learning rate of Adam (or AdamW); the same under N processes, since the global batch is.
     weight_decay
         Weight decay (L2 for ``adam``, decoupled for ``adamw``).
     optimizer
@@ -169,7 +185,14 @@ class TrainConfig:
     seed
         Seed of parameter initialisation, shuffling, sampling and dynamic binarization.
     device
-        ``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``.
+        ``auto`` (CUDA when present, else CPU), ``cpu`` or ``cuda``. Under N processes on CUDA each process
+        takes the GPU of its local rank.
+    amp
+        Mixed precision of the training forward pass: ``none`` (float32) or ``bf16`` (autocast to bfloat16;
+        weights, optimizer and validation stay float32). Fast on recent GPUs; slower than float32 on most CPUs.
+    compile
+        Compile the training step with ``torch.compile``; the first steps take long (minutes on a CPU), later
+        ones may be faster. Worth it on a GPU for long runs.
     num_images
         Examples shown in the sample and reconstruction grids of the run directory.
     """
@@ -188,6 +211,8 @@ class TrainConfig:
     time_budget_s: float = 0.0
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["none", "bf16"] = "none"
+    compile: bool = False
     num_images: int = 64
 
 

@@ -25,6 +25,8 @@ Sources
   ``real`` values standardized per column on the train split.
 - a folder of PNG/JPEG images (recursive, sorted by path): resized (bilinear), grayscale or RGB, uint8
   divided by 255. When every image sits in a subfolder, the sorted subfolder names are the class labels.
+- a directory holding ``.npy`` (or ``.parquet``) files directly inside it: shards of one dataset, streamed shard
+  by shard for data larger than memory; see :mod:`vaekit.shards`.
 
 Static binarization draws one fixed Bernoulli sample per value. The draw is a counter-based hash of
 (seed, row of the source array, value position), so it does not depend on batching, subsets or the order in
@@ -43,13 +45,16 @@ import urllib.error
 import urllib.request
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from vaekit.config import DataConfig
 from vaekit.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from vaekit.shards import ShardedExamples
 
 logger = logging.getLogger(__name__)
 
@@ -288,8 +293,8 @@ class ExampleSet:
 class DataBundle:
     """What training gets: the splits and the preprocessing to save with the model."""
 
-    train: ExampleSet
-    val: ExampleSet
+    train: ExampleSet | ShardedExamples  # ShardedExamples: a directory of shards, streamed (vaekit.shards)
+    val: ExampleSet | ShardedExamples
     test: ExampleSet | None
     preprocessing: Preprocessing
 
@@ -326,12 +331,12 @@ def _as_labels(y: Any, n: int, where: str) -> np.ndarray:
     return inverse.astype(np.int64)
 
 
-def _scan(x: np.ndarray, where: str) -> tuple[str, float]:
+def _scan(x: np.ndarray, where: str, chunk_bytes: int = _CHUNK_BYTES) -> tuple[str, float]:
     """Kind and scale of a raw array, read in ~64 MB chunks; non-finite values raise DataError."""
     if x.dtype == np.bool_:
         return "binary", 1.0
     row_bytes = max(1, int(np.prod(x.shape[1:])) * x.dtype.itemsize)
-    step = max(1, _CHUNK_BYTES // row_bytes)
+    step = max(1, chunk_bytes // row_bytes)
     lo, hi, binary, bad, first = np.inf, -np.inf, True, 0, -1
     for start in range(0, len(x), step):
         chunk = np.asarray(x[start : start + step])
@@ -589,6 +594,13 @@ def _read_path(
             f"and no such file or folder; supported files: {SUPPORTED}"
         )
     if path.is_dir():
+        from vaekit.shards import shard_files
+
+        if shard_files(path):
+            raise DataError(
+                f"{source!r} is a directory of shards, which only training streams; pass one shard file "
+                "(for example DIR/part-000.npy) as the data"
+            )
         return _read_images(path, image_size, grayscale)
     suffix = path.suffix.lower()
     if suffix == ".npy":
@@ -645,10 +657,11 @@ def load_data(cfg: DataConfig) -> DataBundle:
         Missing, unreadable, empty or non-finite data, too few examples for the split, or binarization of
         data outside [0, 1].
     """
-    if not 0.0 <= cfg.val_fraction < 1.0:
-        raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}; 0.1 is typical")
-    if cfg.binarize not in ("none", "static", "dynamic"):
-        raise ConfigError(f"data.binarize must be one of 'none', 'static', 'dynamic', got {cfg.binarize!r}")
+    _check_split_config(cfg)
+    from vaekit import shards  # a directory of .npy / .parquet shards is streamed, never loaded whole
+
+    if cfg.source not in DATASETS and shards.shard_files(cfg.source):
+        return shards.load_sharded(cfg)
     test: _Raw | None = None
     if cfg.source in DATASETS:
         if cfg.source != "digits":  # check all four files first, so one message names every missing file
@@ -658,9 +671,53 @@ def load_data(cfg: DataConfig) -> DataBundle:
     else:
         raw = _read_path(cfg.source, image_size=cfg.image_size, grayscale=cfg.grayscale,
                          label_column=cfg.label_column)
+    return _split(raw, test, cfg)
+
+
+def from_arrays(x: Any, y: Any = None, *, config: DataConfig | None = None) -> DataBundle:
+    """Wrap in-memory arrays as training data, prepared exactly as :func:`load_data` prepares a ``.npy`` file.
+
+    Parameters
+    ----------
+    x
+        ``(N, *shape)`` numbers: ``(N, D)`` vectors or images as in the ``.npy`` rules of the module docstring
+        (uint8 divided by 255; floats read as ``binary``, ``unit`` or ``real``).
+    y
+        ``(N,)`` labels, or ``None``.
+    config
+        Validation fraction, seed, standardization and binarization (``config.source`` is ignored);
+        default ``DataConfig()``.
+
+    Returns
+    -------
+    DataBundle
+        Train and val splits (no test split) and the :class:`Preprocessing` to save with the model; its
+        ``source`` is ``"array"``.
+
+    Raises
+    ------
+    ConfigError, DataError
+        As :func:`load_data`: a bad split setting, non-numeric, NaN or infinite values, or too few examples.
+    """
+    cfg = config or DataConfig()
+    _check_split_config(cfg)
+    x = np.asarray(x)
+    labels = None if y is None else _as_labels(y, len(x), "the labels")
+    return _split(_array_source(x, labels, "array"), None, cfg)
+
+
+def _check_split_config(cfg: DataConfig) -> None:
+    if not 0.0 <= cfg.val_fraction < 1.0:
+        raise ConfigError(f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}; 0.1 is typical")
+    if cfg.binarize not in ("none", "static", "dynamic"):
+        raise ConfigError(f"data.binarize must be one of 'none', 'static', 'dynamic', got {cfg.binarize!r}")
+
+
+def _split(raw: _Raw, test: _Raw | None, cfg: DataConfig) -> DataBundle:
+    """Split ``raw`` into train/val, fit the preprocessing on train and wrap every split (see load_data)."""
     n = len(raw.x)
     if n == 0:
-        raise DataError(f"data source {cfg.source!r} holds 0 examples; add data")
+        raise DataError(f"data source {raw.source!r} holds 0 examples; add data")
     n_val = max(1, round(n * cfg.val_fraction)) if cfg.val_fraction > 0 else 0
     if n - n_val < 1:
         raise DataError(
@@ -675,7 +732,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
         mean, std = _fit_standardization(raw.x, train_rows, raw.scale)
     if cfg.binarize != "none" and raw.kind not in ("unit", "binary"):
         raise DataError(
-            f"data.binarize={cfg.binarize!r} needs values in [0, 1] but {cfg.source!r} holds real values; "
+            f"data.binarize={cfg.binarize!r} needs values in [0, 1] but {raw.source!r} holds real values; "
             "set data.binarize=none (and a gaussian likelihood) or rescale the data to [0, 1]"
         )
     preprocessing = Preprocessing(

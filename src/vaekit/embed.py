@@ -6,6 +6,9 @@ Output formats, chosen by the suffix of ``out``:
   beside it (plain arrays, nothing pickled; labels are not written).
 - ``.csv`` / ``.parquet``: one row per example, columns ``mu_0 .. mu_{L-1}``, ``logvar_0 .. logvar_{L-1}``
   and ``label`` when the data has labels (needs ``pip install 'vaekit[tables]'``).
+
+A conditional model is encoded with each example's label from the data, q(z | x, y); its codes then hold what
+the label does not (style), not the class.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vaekit._verbs import as_model, load_examples_for
+from vaekit._verbs import as_model, data_labels, load_examples_for
 from vaekit.errors import ConfigError, OutputError
 from vaekit.model import VAE
 from vaekit.sample import npy_bytes
@@ -57,9 +60,7 @@ def _write(out: Path, mu: np.ndarray, log_var: np.ndarray, labels: np.ndarray | 
     try:
         frame.to_parquet(buffer, index=False)
     except ImportError:
-        raise OutputError(
-            "writing .parquet needs pyarrow; run pip install 'vaekit[tables]' or write .csv"
-        ) from None
+        raise OutputError("writing .parquet needs pyarrow; run pip install 'vaekit[tables]' or write .csv") from None
     atomic_write_bytes(out, buffer.getvalue())
 
 
@@ -97,12 +98,10 @@ def embed(
     OutputError
         For an unsupported suffix, a missing optional dependency or an unwritable path.
     DataError
-        If the data does not fit the model.
+        If the data does not fit the model (or a conditional model's data has no labels).
     """
     if out is not None and Path(out).suffix.lower() not in FORMATS:
-        raise OutputError(
-            f"cannot write embeddings to {str(out)!r}; use a file ending in {', '.join(FORMATS)}"
-        )
+        raise OutputError(f"cannot write embeddings to {str(out)!r}; use a file ending in {', '.join(FORMATS)}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     model = as_model(model)
@@ -110,9 +109,11 @@ def embed(
     examples = load_examples_for(model, data, data_dir)
     mus, log_vars = [], []
     for start in range(0, len(examples), batch_size):
-        x = examples.batch(np.arange(start, min(start + batch_size, len(examples)))).to(model.device)
+        indices = np.arange(start, min(start + batch_size, len(examples)))
+        x = examples.batch(indices).to(model.device)
         model.check_input(x)
-        qz_x = model.encode(x)
+        y = data_labels(model, examples, indices)  # (B,) or None
+        qz_x = model.encode(x, None if y is None else y.to(model.device))
         mus.append(qz_x.mean.float().cpu())  # (B, L)
         log_vars.append(qz_x.variance.log().float().cpu())  # (B, L)
     mu, log_var = torch.cat(mus).numpy(), torch.cat(log_vars).numpy()

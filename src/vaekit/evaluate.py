@@ -50,6 +50,7 @@ class EvalReport:
     recon_mse: float
     kl_per_dim: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    sample_quality: dict[str, Any] | None = None  # vaekit.quality.QualityReport.to_dict(), with samples > 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -70,6 +71,10 @@ class EvalReport:
             ("KL per latent dim", " ".join(f"{v:.2f}" for v in self.kl_per_dim)),
             ("time", f"{self.seconds:.1f} s (k={self.k} in chunks of {self.chunk_size}, seed {self.seed})"),
         ]
+        if self.sample_quality is not None:
+            from vaekit.quality import quality_rows
+
+            rows += quality_rows(self.sample_quality)
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
@@ -120,6 +125,7 @@ def evaluate(
     seed: int = 0,
     progress: bool = False,
     labels: torch.Tensor | None = None,
+    samples: int = 0,
 ) -> EvalReport:
     """Evaluate a model on held-out data.
 
@@ -142,6 +148,11 @@ def evaluate(
         Show a progress bar.
     labels
         (N,) labels of a tensor ``data`` for a conditional model (read from the dataset otherwise).
+    samples
+        If positive, also draw this many samples and report FID, KID, precision/recall (and the
+        class-conditional accuracy of a conditional model) in the feature space of a classifier trained on
+        the model's dataset, each named beside its extractor (see :func:`vaekit.quality.sample_quality`;
+        the real data is the test split of ``data`` when it is a name or path, else of the model's source).
 
     Returns
     -------
@@ -212,4 +223,9 @@ def evaluate(
     )
     if not math.isfinite(report.nll_nats):
         logger.warning("the NLL estimate is not finite; the model may have diverged")
+    if samples:  # a negative count reaches sample_quality, which rejects it
+        from vaekit.quality import sample_quality
+
+        named = data if isinstance(data, str) else None
+        report.sample_quality = sample_quality(model, samples, data=named, data_dir=data_dir, seed=seed).to_dict()
     return report

@@ -3,6 +3,10 @@
 ``linear`` follows the straight line; ``spherical`` (slerp, Shoemake 1985; advocated for latent spaces by
 White 2016, arXiv:1609.04468) follows the great circle, which keeps points at the norms typical of a
 Gaussian prior instead of cutting through the low-density centre.
+
+With a conditional model each end is encoded with its own label from the data, q(z | x, y), and the whole
+path is decoded with one class, ``label`` (default: the label of example ``index_a``): the latent carries the
+style, the label the class, so ``label=3`` morphs the style of one example into another's, drawn as a 3.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from vaekit._verbs import (
     as_model,
     check_index,
     check_png,
+    data_labels,
+    decode_labels,
     load_examples_for,
     posterior_means,
     save_examples_png,
@@ -89,6 +95,7 @@ def interpolate(
     index_b: int = 1,
     steps: int = 10,
     method: str = "linear",
+    label: int | None = None,
     data_dir: str | None = None,
     out: str | Path | None = None,
 ) -> np.ndarray:
@@ -106,6 +113,9 @@ def interpolate(
         Number of points including both ends, at least 2.
     method
         ``linear`` or ``spherical``.
+    label
+        Conditional models only: the class (0..K-1) every point is decoded as; default the label of
+        example ``index_a``.
     data_dir
         Folder of the IDX files of ``mnist`` / ``fashion-mnist``.
     out
@@ -119,7 +129,9 @@ def interpolate(
     Raises
     ------
     ConfigError
-        For an unknown method, ``steps < 2`` or an index out of range.
+        For an unknown method, ``steps < 2``, an index out of range, or a label for an unconditional model.
+    DataError
+        For a label outside the trained classes, or a conditional model with unlabelled data.
     """
     if method not in METHODS:
         raise ConfigError(f"unknown interpolation method {method!r}; choose one of: {', '.join(METHODS)}")
@@ -127,13 +139,18 @@ def interpolate(
         raise ConfigError(f"steps must be at least 2 (both end points), got {steps}")
     png = check_png(out) if out is not None else None
     model = as_model(model)
+    y = decode_labels(model, label, steps)  # (steps,) or None; checked before any data is read
     examples = load_examples_for(model, data, data_dir)
     for name, index in (("index_a", index_a), ("index_b", index_b)):
         check_index(index, len(examples), name)
-    z_ends = posterior_means(model, examples.batch(np.array([index_a, index_b])))  # (2, L)
+    ends = np.array([index_a, index_b])
+    y_ends = data_labels(model, examples, ends)  # (2,) or None
+    z_ends = posterior_means(model, examples.batch(ends), y_ends)  # (2, L)
+    if y is None and y_ends is not None:
+        y = y_ends[:1].expand(steps).to(model.device)
     t = torch.linspace(0.0, 1.0, steps, device=model.device)
     z = (lerp if method == "linear" else slerp)(z_ends[0], z_ends[1], t)  # (steps, L)
-    x = model.decode(z).mean.float().cpu().numpy()  # (steps, *shape)
+    x = model.decode(z, y).mean.float().cpu().numpy()  # (steps, *shape)
     if png is not None:
         save_examples_png(model, x, png, nrow=steps)
     return x

@@ -64,6 +64,17 @@ _add(
     ),
 )
 _add(
+    "mnist-cvae",
+    "conditional VAE of MNIST (labels into encoder and decoder): MLP 784-512-256-16, Bernoulli; sample --label 3",
+    Config(
+        model=ModelConfig(
+            architecture="mlp", likelihood="bernoulli", latent_dim=16, hidden_dims=(512, 256), num_classes=10
+        ),
+        data=DataConfig(source="mnist", val_fraction=1 / 12),
+        train=TrainConfig(epochs=20, batch_size=128, lr=1e-3),
+    ),
+)
+_add(
     "tabular",
     "standardized numeric columns (CSV/Parquet/.npy): Gaussian MLP with learned scales; set objective.beta",
     Config(

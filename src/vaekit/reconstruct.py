@@ -1,7 +1,7 @@
 """``reconstruct``: pass examples through the model, x -> q(z|x) -> z -> mean of p(x|z).
 
 The picture shows originals and reconstructions in alternating rows, so each reconstruction sits right
-below its original.
+below its original. A conditional model encodes and decodes each example with its own label from the data.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaekit._verbs import as_model, check_png, draws_images, load_examples_for, save_examples_png
+from vaekit._verbs import as_model, check_png, data_labels, draws_images, load_examples_for, save_examples_png
 from vaekit.errors import ConfigError
 from vaekit.model import VAE
 
@@ -74,7 +74,7 @@ def reconstruct(
     ConfigError
         If ``n < 1``, or the data cannot be resolved.
     DataError
-        If the data does not fit the model.
+        If the data does not fit the model (or a conditional model's data has no labels).
     """
     if n < 1:
         raise ConfigError(f"n must be at least 1, got {n}")
@@ -82,15 +82,18 @@ def reconstruct(
     model = as_model(model)
     model.eval()
     examples = load_examples_for(model, data, data_dir)
-    x = examples.batch(np.arange(min(n, len(examples)))).to(model.device)  # (n, *shape)
+    indices = np.arange(min(n, len(examples)))
+    x = examples.batch(indices).to(model.device)  # (n, *shape)
     model.check_input(x)
-    qz_x = model.encode(x)
+    y = data_labels(model, examples, indices)  # (n,) or None
+    y = None if y is None else y.to(model.device)
+    qz_x = model.encode(x, y)
     if seed is None:
         z = qz_x.mean  # (n, L)
     else:
         generator = torch.Generator(device=model.device).manual_seed(seed)
         z = qz_x.mean + qz_x.stddev * torch.randn(qz_x.mean.shape, generator=generator, device=model.device)
-    x_hat = model.decode(z).mean
+    x_hat = model.decode(z, y).mean
     originals, reconstructions = x.float().cpu().numpy(), x_hat.float().cpu().numpy()
     if png is not None:
         width = min(ROW_WIDTH, len(originals)) if draws_images(model) else 1

@@ -2,6 +2,11 @@
 
 Temperature ``T`` below 1 trades diversity for typicality (the "reduced temperature" samples of Kingma and
 Dhariwal 2018, arXiv:1807.03039). Only the model contract (``prior`` / ``decode``) is used.
+
+A conditional model (``model.num_classes = K``, a conditional VAE, Sohn et al. 2015) decodes every latent with
+a label: ``label=3`` asks for examples of class 3 (``vaekit sample MODEL --label 3``), a sequence gives one
+label per sample, and no label cycles through the classes 0, 1, ..., K-1, 0, 1, ... (one class per column of
+the picture when K <= 16).
 """
 
 from __future__ import annotations
@@ -12,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaekit._verbs import as_model, check_png, save_examples_png
+from vaekit._verbs import Labels, as_model, check_png, decode_labels, save_examples_png
 from vaekit.errors import ConfigError
 from vaekit.model import VAE
 from vaekit.serialization import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
+MAX_CLASS_COLUMNS = 16  # a conditional grid puts one class per column up to this many classes
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -36,6 +42,7 @@ def sample(
     *,
     temperature: float = 1.0,
     seed: int = 0,
+    label: Labels | None = None,
     out: str | Path | None = None,
 ) -> np.ndarray:
     """Draw ``n`` examples: decoded means of latents drawn from the prior at ``temperature``.
@@ -50,9 +57,13 @@ def sample(
         Multiplier of the prior's standard deviation, positive.
     seed
         Seed of the latent draw (the same seed gives the same samples).
+    label
+        Conditional models only: the class to generate (an int in 0..K-1) or ``(n,)`` labels, one per
+        sample; ``None`` cycles through the classes.
     out
         A ``.png`` path: writes the picture (an image grid, or a heat map for real-valued data) and the
-        array as ``.npy`` beside it (same stem).
+        array as ``.npy`` beside it (same stem); a conditional model also writes the labels as
+        ``<stem>_labels.npy``.
 
     Returns
     -------
@@ -62,7 +73,9 @@ def sample(
     Raises
     ------
     ConfigError
-        If ``n < 1`` or ``temperature <= 0``.
+        If ``n < 1``, ``temperature <= 0``, or a label is given to an unconditional model.
+    DataError
+        If a label lies outside the trained classes 0..K-1.
     OutputError
         If ``out`` is not a ``.png`` path or cannot be written.
     """
@@ -73,14 +86,21 @@ def sample(
     png = check_png(out) if out is not None else None
     model = as_model(model)
     model.eval()
+    y = decode_labels(model, label, n)  # (n,) or None
+    ncol = max(1, int(np.ceil(np.sqrt(n))))
+    if y is None and model.num_classes:
+        y = torch.arange(n, device=model.device) % model.num_classes  # each class in turn
+        ncol = model.num_classes if model.num_classes <= MAX_CLASS_COLUMNS else ncol
     generator = torch.Generator(device=model.device).manual_seed(seed)
     pz = model.prior()
     # A seeded reparameterised draw (Distribution.sample takes no generator); exact for Gaussian priors.
     eps = torch.randn(n, model.latent_dim, generator=generator, device=model.device)  # (n, L)
     z = pz.mean.to(model.device) + temperature * pz.stddev.to(model.device) * eps  # (n, L)
-    x = model.decode(z).mean.float().cpu().numpy()  # (n, *shape)
+    x = model.decode(z, y).mean.float().cpu().numpy()  # (n, *shape)
     if png is not None:
-        save_examples_png(model, x, png, nrow=max(1, int(np.ceil(np.sqrt(n)))))
+        save_examples_png(model, x, png, nrow=ncol)
         atomic_write_bytes(png.with_suffix(".npy"), npy_bytes(x))
+        if y is not None:
+            atomic_write_bytes(png.with_name(f"{png.stem}_labels.npy"), npy_bytes(y.cpu().numpy()))
         logger.debug("wrote %d samples to %s and %s", n, png, png.with_suffix(".npy"))
     return x

@@ -8,6 +8,13 @@
                                    ├─ best/ (highest validation ELBO), last/, state/ (exact resume)
                                    └─ end: loss_curve.png, samples.png, reconstructions.png
 
+Data reaches the loop one of three ways: one tensor on the device when it fits (``IN_MEMORY_BYTES``),
+batches read from a (memory-mapped) :class:`ExampleSet`, or the stream of a directory of shards
+(:mod:`vaekit.shards`). Under ``torchrun`` (N processes) the objective runs inside DistributedDataParallel,
+each process trains on its share of every global batch, and rank 0 alone writes the run directory; see
+:mod:`vaekit.distributed` for the batch-size, learning-rate and resume rules. ``train.amp=bf16`` runs the
+training forward pass under bfloat16 autocast and ``train.compile=true`` compiles it; both are off by default.
+
 Run directory::
 
     RUN/config.json         the fully resolved Config
@@ -21,6 +28,7 @@ on (weights, Adam moments, step counter, the global and data RNG states), so an 
 with ``resume=True`` ends with the same weights as an uninterrupted one. The state is written as safetensors
 plus JSON, never pickled. Two things are not replayed exactly: a run with ``train.time_budget_s`` (it stops
 by the clock) and a ``schedule=cosine`` run resumed with more epochs (the decay stretches over the new total).
+Resume under N processes is exact in the same way when N is unchanged.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,18 +47,22 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from vaekit import objectives
+from vaekit import distributed, objectives
 from vaekit.config import Config
 from vaekit.data import DataBundle, ExampleSet, load_data
+from vaekit.distributed import Context
 from vaekit.errors import ConfigError, DataError, ModelFileError, OutputError, TrainingError
 from vaekit.model import VAE
 from vaekit.serialization import atomic_dir, atomic_write_text, save_model
+from vaekit.shards import ShardedExamples
 
 logger = logging.getLogger(__name__)
 
 # Keep the training data on the device as one tensor when it is smaller than this; stream from the
 # (possibly memory-mapped) array otherwise.
 IN_MEMORY_BYTES = 2 * 1024**3
+
+Batch = tuple[torch.Tensor, "torch.Tensor | None"]  # x (B, *shape) on the device, labels (B,) or None
 
 
 @dataclass
@@ -93,6 +106,7 @@ class _State:
     epochs_without_improvement: int = 0
     skipped_steps: int = 0
     train_time_s: float = 0.0
+    world_size: int = 1
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -101,7 +115,8 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device=cuda but no CUDA device is available; use train.device=auto or cpu")
+        why = "this torch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise ConfigError(f"train.device=cuda (--device cuda) but {why}; use --device auto or --device cpu")
     return torch.device(name)
 
 
@@ -142,7 +157,7 @@ def _clip_and_check(params: list[torch.nn.Parameter], max_norm: float) -> bool:
     return True
 
 
-def _check_config(config: Config, bundle: DataBundle) -> None:
+def _check_config(config: Config, bundle: DataBundle, ctx: Context) -> None:
     if config.model.likelihood == "bernoulli" and bundle.preprocessing.kind == "real":
         raise DataError(
             f"the Bernoulli likelihood needs data in [0, 1], but {config.data.source!r} holds real values; "
@@ -154,10 +169,13 @@ def _check_config(config: Config, bundle: DataBundle) -> None:
         "objective.k": config.objective.k,
         "train.max_bad_steps": config.train.max_bad_steps,
         "train.eval_every": config.train.eval_every,
+        "data.shuffle_buffer": config.data.shuffle_buffer,
+        "data.num_workers + 1": config.data.num_workers + 1,
     }
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{key} must be at least 1, got {value}")
+    distributed.local_batch_size(config.train.batch_size, ctx.world_size)  # raises unless N divides it
     if len(bundle.val) == 0:
         raise ConfigError(
             "the validation split is empty; set data.val_fraction above 0 (validation picks the best model)"
@@ -182,16 +200,28 @@ def _loss(model: VAE, x: torch.Tensor, y: torch.Tensor | None, config: Config, s
     return objectives.elbo(model, x, beta=beta, free_bits=objective.free_bits, y=y)
 
 
+class _Objective(torch.nn.Module):
+    """The training objective as a module, so DistributedDataParallel and ``torch.compile`` can wrap it (DDP
+    averages gradients only for what runs through a module's ``forward``)."""
+
+    def __init__(self, model: VAE, config: Config) -> None:
+        super().__init__()
+        self.model, self.config = model, config
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None, step: int) -> objectives.Terms:
+        if self.config.train.amp == "bf16":
+            with torch.autocast(x.device.type, dtype=torch.bfloat16):
+                return _loss(self.model, x, y, self.config, step)
+        return _loss(self.model, x, y, self.config, step)
+
+
 @torch.no_grad()
-def _validate(
-    model: VAE, x_val: torch.Tensor, y_val: torch.Tensor | None, batch_size: int, eval_k: int = 0
-) -> dict[str, float]:
-    """Mean validation ELBO and its parts (nats per example), and the IWAE NLL if ``eval_k`` > 0."""
+def _validate(model: VAE, batches: Iterator[Batch], n: int, ctx: Context, eval_k: int = 0) -> dict[str, float]:
+    """Mean validation ELBO and its parts (nats per example) over all ranks' batches of the ``n`` validation
+    examples, and the IWAE NLL if ``eval_k`` > 0."""
     model.eval()
     sums = {"val_elbo": 0.0, "val_log_px_z": 0.0, "val_kl": 0.0, "val_nll": 0.0}
-    for start in range(0, len(x_val), batch_size):
-        x = x_val[start : start + batch_size]
-        y = None if y_val is None else y_val[start : start + batch_size]
+    for x, y in batches:
         terms = objectives.elbo(model, x, y=y)
         sums["val_elbo"] += float(terms.elbo.sum())
         sums["val_log_px_z"] += float(terms.log_px_z.sum())
@@ -199,16 +229,32 @@ def _validate(
         if eval_k > 0:
             sums["val_nll"] -= float(objectives.iwae_bound(model, x, eval_k, y=y).sum())
     model.train()
-    result = {key: value / len(x_val) for key, value in sums.items()}
+    totals = distributed.all_reduce_sum(ctx, list(sums.values()))
+    result = {key: value / n for key, value in zip(sums, totals, strict=True)}
     if eval_k <= 0:
         del result["val_nll"]
     return result
 
 
 # -- training state: safetensors for tensors, JSON for the rest ---------------------------------------------
+def _rng_states(generators: dict[str, torch.Generator]) -> dict[str, torch.Tensor]:
+    """This process's RNG states: the global torch RNG, the CUDA one, and the named generators."""
+    states = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state()
+    for name, generator in generators.items():
+        states[name] = generator.get_state().cpu()
+    return states
+
+
+def _rng_key(rank: int, name: str) -> str:
+    return f"rng.{name}" if rank == 0 else f"rng.rank{rank}.{name}"
+
+
 def _save_state(
-    path: Path, model: VAE, optimizer: torch.optim.Optimizer, state: _State, generators: dict[str, torch.Generator]
+    path: Path, model: VAE, optimizer: torch.optim.Optimizer, state: _State, rng: list[dict[str, torch.Tensor]]
 ) -> None:
+    """Write the training state; ``rng[r]`` holds rank r's RNG states (one entry with one process)."""
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
     opt_state = optimizer.state_dict()
     opt_json: dict[str, Any] = {"param_groups": opt_state["param_groups"], "state": {}}
@@ -219,11 +265,8 @@ def _save_state(
                 tensors[f"optimizer.{index}.{name}"] = value.detach().cpu()
             else:
                 opt_json["state"][str(index)][name] = value
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    for name, generator in generators.items():
-        tensors[f"rng.{name}"] = generator.get_state().cpu()
+    for rank, states in enumerate(rng):
+        tensors.update({_rng_key(rank, name): value for name, value in states.items()})
     info = {"counters": {k: v for k, v in state.__dict__.items() if k != "metrics"}, "optimizer": opt_json}
     with atomic_dir(path) as tmp:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp / "state.safetensors"))
@@ -231,7 +274,7 @@ def _save_state(
 
 
 def _load_state(
-    path: Path, model: VAE, optimizer: torch.optim.Optimizer, generators: dict[str, torch.Generator]
+    path: Path, model: VAE, optimizer: torch.optim.Optimizer, generators: dict[str, torch.Generator], rank: int = 0
 ) -> _State:
     try:
         tensors = load_file(str(path / "state.safetensors"))
@@ -251,11 +294,13 @@ def _load_state(
             _, index, name = key.split(".", 2)
             opt_state["state"].setdefault(int(index), {})[name] = value
     optimizer.load_state_dict(opt_state)
-    torch.set_rng_state(tensors["rng.torch"])
-    if "rng.cuda" in tensors and torch.cuda.is_available():
-        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    if _rng_key(rank, "torch") not in tensors:  # resumed with more processes than saved: fresh seeds here
+        return _State(**info["counters"])
+    torch.set_rng_state(tensors[_rng_key(rank, "torch")])
+    if _rng_key(rank, "cuda") in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors[_rng_key(rank, "cuda")])
     for name, generator in generators.items():
-        generator.set_state(tensors[f"rng.{name}"].to(generator.get_state().device))
+        generator.set_state(tensors[_rng_key(rank, name)].to(generator.get_state().device))
     return _State(**info["counters"])
 
 
@@ -306,6 +351,9 @@ def train(
 ) -> TrainResult:
     """Train a VAE and write a run directory.
 
+    Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment, or a process group the caller initialised) every
+    process calls this with the same arguments; see :mod:`vaekit.distributed`.
+
     Parameters
     ----------
     config
@@ -313,10 +361,11 @@ def train(
         ``train.epochs``; the rest is read from ``out/config.json``.
     out
         Run directory (default ``runs/vaekit-<time>``). It must not already hold a run unless ``resume``.
+        Under N processes only rank 0 writes it; resuming needs it readable by every rank.
     resume
         Continue the run in ``out`` from its last saved epoch.
     progress
-        Show a progress bar with the running loss.
+        Show a progress bar with the running loss (rank 0 only).
     data
         Already-loaded data (for example arrays wrapped by :func:`vaekit.data.from_arrays`) used instead of
         ``config.data.source``; ``config.data`` still sets binarization.
@@ -324,11 +373,13 @@ def train(
     Returns
     -------
     TrainResult
+        On ranks other than 0, ``model`` is the in-memory model after the last epoch (rank 0 reloads the best).
 
     Raises
     ------
     ConfigError, DataError
-        Bad configuration or data (before anything is trained).
+        Bad configuration or data (before anything is trained), including a ``train.batch_size`` that the
+        number of processes does not divide.
     TrainingError
         Too many consecutive non-finite updates; ``last/`` keeps the last good model.
     """
@@ -338,37 +389,57 @@ def train(
         out = Path("runs") / time.strftime("vaekit-%Y%m%d-%H%M%S")
     out = Path(out)
     config = _resolve_run_config(config, out, resume)
-    device = resolve_device(config.train.device)
+    ctx = distributed.init_context(resolve_device(config.train.device))
+    try:
+        distributed.barrier(ctx)  # every rank has checked `out` before rank 0 writes into it
+        return _train(config, out, resume, progress, data, ctx)
+    finally:
+        distributed.close(ctx)
+
+
+def _train(
+    config: Config, out: Path, resume: bool, progress: bool, data: DataBundle | None, ctx: Context
+) -> TrainResult:
+    device, tc = ctx.device, config.train
+    info = logger.info if ctx.is_main else logger.debug
     bundle = data if data is not None else load_data(config.data)
-    _check_config(config, bundle)
-    tc = config.train
+    _check_config(config, bundle, ctx)
 
     torch.manual_seed(tc.seed)
     model = VAE(config.model, bundle.preprocessing.shape).to(device)
     model.preprocessing = bundle.preprocessing
-    _write_run_config(config, out)  # only now: bad config, data or model leaves no run directory behind
+    if ctx.is_main:
+        _write_run_config(config, out)  # only now: bad config, data or model leaves no run directory behind
     params = list(model.parameters())
     optimizer = make_optimizer(params, config)
-    shuffle_gen = torch.Generator().manual_seed(tc.seed + 1)
-    binarize_gen = torch.Generator(device=device).manual_seed(tc.seed + 2)
+    if ctx.rank > 0:  # own noise on every rank; rank 0 keeps the one-process streams
+        torch.manual_seed(distributed.rank_seed(tc.seed, ctx.rank))
+    shuffle_gen = torch.Generator().manual_seed(tc.seed + 1)  # the same on every rank
+    binarize_gen = torch.Generator(device=device).manual_seed(distributed.rank_seed(tc.seed + 2, ctx.rank))
     generators = {"shuffle": shuffle_gen, "binarize": binarize_gen}
 
-    state = _State()
+    state = _State(world_size=ctx.world_size)
     if resume and (out / "state").exists():
-        state = _load_state(out / "state", model, optimizer, generators)
+        state = _load_state(out / "state", model, optimizer, generators, ctx.rank)
         state.metrics = _read_metrics(out / "metrics.jsonl")[: state.epoch]
-        logger.info("resuming %s at epoch %d (step %d)", out, state.epoch, state.step)
+        if state.world_size != ctx.world_size:
+            info("the run was saved with %d processes and resumes with %d: it goes on, but not bit for bit",
+                 state.world_size, ctx.world_size)
+            state.world_size = ctx.world_size
+        info("resuming %s at epoch %d (step %d)", out, state.epoch, state.step)
 
-    train_set = bundle.train
-    x_train = _maybe_on_device(train_set, device)
-    x_val = bundle.val.tensor().to(device)
-    y_train, y_val = _labels(bundle.train, config, device), _labels(bundle.val, config, device)
-    dynamic = config.data.binarize == "dynamic"
-    if dynamic:  # one fixed draw of the validation set, so validation ELBOs are comparable across epochs
-        x_val = torch.bernoulli(x_val, generator=torch.Generator(device=device).manual_seed(tc.seed + 3))
-    n = len(train_set)
-    steps_per_epoch = math.ceil(n / tc.batch_size)
+    step_fn: torch.nn.Module = distributed.wrap(_Objective(model, config), ctx)
+    if tc.compile:
+        step_fn = torch.compile(step_fn)  # type: ignore[assignment]
+    train_set, val_set = bundle.train, bundle.val
+    conditional = bool(config.model.num_classes)
+    feed = _Feed(config, ctx, train_set, conditional)
+    val_feed = _Feed(config, ctx, val_set, conditional, validation=True)
+    batch_size = distributed.local_batch_size(tc.batch_size, ctx.world_size)
+    steps_per_epoch = feed.num_batches(batch_size)
     total_steps = steps_per_epoch * tc.epochs
+    dynamic = config.data.binarize == "dynamic"
+    eval_batch = max(batch_size, 256)
     extra = {"binarize": config.data.binarize, "training": {"config": config.to_dict()}}
     last_dir, best_dir = out / "last", out / "best"
     stopped_early = out_of_time = False
@@ -377,36 +448,35 @@ def train(
     model.train()
     while state.epoch < tc.epochs:
         epoch_start = time.perf_counter()
-        perm = torch.randperm(n, generator=shuffle_gen)
         loss_sum, loss_count = 0.0, 0
         bar = tqdm(
-            total=steps_per_epoch, desc=f"epoch {state.epoch + 1}/{tc.epochs}", disable=not progress,
-            leave=False, dynamic_ncols=True,
+            total=steps_per_epoch, desc=f"epoch {state.epoch + 1}/{tc.epochs}", leave=False, dynamic_ncols=True,
+            disable=not (progress and ctx.is_main),
         )
-        for i in range(steps_per_epoch):
+        for i, (batch_x, y) in enumerate(feed.batches(batch_size, state.epoch, shuffle_gen)):
             elapsed = state.train_time_s + time.perf_counter() - epoch_start
+            if tc.time_budget_s > 0 and ctx.distributed:  # one clock for all, so all stop at the same step
+                elapsed = distributed.all_reduce_sum(ctx, [elapsed])[0] / ctx.world_size
             if tc.time_budget_s > 0 and elapsed >= tc.time_budget_s and i > 0:
                 break
-            idx = perm[i * tc.batch_size : (i + 1) * tc.batch_size]
-            x = x_train[idx.to(x_train.device)] if x_train is not None else train_set.batch(idx).to(device)
-            y = None if y_train is None else y_train[idx.to(y_train.device)]
-            if dynamic:
-                x = torch.bernoulli(x, generator=binarize_gen)
+            x = torch.bernoulli(batch_x, generator=binarize_gen) if dynamic else batch_x
             lr = learning_rate(state.step, total_steps, config, elapsed)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            terms = _loss(model, x, y, config, state.step)
+            terms = step_fn(x, y, state.step)
             state.step += 1
             optimizer.zero_grad(set_to_none=True)
             loss_value = float(terms.loss.detach())
             ok = math.isfinite(loss_value)
-            if ok:
-                terms.loss.backward()
-                ok = _clip_and_check(params, tc.grad_clip)
+            if ok or ctx.distributed:  # under DDP every rank must join the gradient all-reduce; NaN poisons it,
+                (terms.loss if ok else terms.loss * math.nan).backward()  # so every rank skips this update
+                ok = _clip_and_check(params, tc.grad_clip) and ok
             if not ok:
                 state.skipped_steps += 1
                 bad_in_row += 1
-                logger.warning("skipped update at step %d: non-finite loss or gradient", state.step)
+                (logger.warning if ctx.is_main else logger.debug)(
+                    "skipped update at step %d: non-finite loss or gradient", state.step
+                )
                 if bad_in_row >= tc.max_bad_steps:
                     bar.close()
                     raise TrainingError(
@@ -424,7 +494,11 @@ def train(
                 bar.set_postfix(loss=f"{loss_sum / loss_count:.2f}", refresh=False)
             bar.update(1)
         bar.close()
-        state.train_time_s += time.perf_counter() - epoch_start
+        epoch_time = time.perf_counter() - epoch_start
+        if ctx.distributed:  # sums over ranks: every rank logs the same loss and agrees on the clock
+            loss_sum, losses, times = distributed.all_reduce_sum(ctx, [loss_sum, loss_count, epoch_time])
+            loss_count, epoch_time = round(losses), times / ctx.world_size
+        state.train_time_s += epoch_time
         state.epoch += 1
         out_of_time = 0 < tc.time_budget_s <= state.train_time_s
         nll_due = state.epoch % tc.eval_every == 0 or state.epoch == tc.epochs or out_of_time
@@ -433,7 +507,7 @@ def train(
             "epoch": state.epoch,
             "step": state.step,
             "train_loss": loss_sum / max(loss_count, 1),
-            **_validate(model, x_val, y_val, max(tc.batch_size, 256), tc.eval_k if nll_due else 0),
+            **_validate(model, val_feed.batches(eval_batch), len(val_set), ctx, tc.eval_k if nll_due else 0),
             "kl_weight": objectives.kl_weight(state.step, config.objective.beta, config.objective.kl_warmup_steps),
             "lr": learning_rate(state.step, total_steps, config, state.train_time_s),
             "skipped_steps": state.skipped_steps,
@@ -444,28 +518,34 @@ def train(
         if improved:
             state.best_val_elbo = record["val_elbo"]
             state.epochs_without_improvement = 0
-            save_model(model, best_dir, {**extra, "metrics": record})
         elif state.step >= config.objective.kl_warmup_steps:  # early stopping never fires during warm-up
             state.epochs_without_improvement += 1
-        save_model(model, last_dir, {**extra, "metrics": record})
-        _save_state(out / "state", model, optimizer, state, generators)
-        atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in state.metrics))
-        logger.info(
+        rng = distributed.gather_tensors(ctx, _rng_states(generators))  # every rank takes part
+        if ctx.is_main:
+            if improved:
+                save_model(model, best_dir, {**extra, "metrics": record})
+            save_model(model, last_dir, {**extra, "metrics": record})
+            _save_state(out / "state", model, optimizer, state, rng)
+            atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in state.metrics))
+        info(
             "epoch %d: train loss %.3f, val ELBO %.3f nats%s",
             state.epoch, record["train_loss"], record["val_elbo"], " (best)" if improved else "",
         )
         if tc.patience > 0 and state.epochs_without_improvement >= tc.patience:
-            logger.info("early stopping: no better validation ELBO for %d epochs", tc.patience)
+            info("early stopping: no better validation ELBO for %d epochs", tc.patience)
             stopped_early = True
             break
         if out_of_time:
-            logger.info("time budget of %.0f s spent after %d epochs", tc.time_budget_s, state.epoch)
+            info("time budget of %.0f s spent after %d epochs", tc.time_budget_s, state.epoch)
             break
 
-    from vaekit.serialization import load
+    best = model
+    if ctx.is_main:
+        from vaekit.serialization import load
 
-    best = load(best_dir, device=str(device))
-    _write_figures(out, best, state.metrics, x_val, y_val, tc.num_images, tc.seed)
+        best = load(best_dir, device=str(device))
+        originals, labels = val_feed.first(max(1, tc.num_images // 2))
+        _write_figures(out, best, state.metrics, originals, labels, tc.num_images, tc.seed)
     return TrainResult(
         run_dir=out,
         model_dir=best_dir,
@@ -477,7 +557,81 @@ def train(
     )
 
 
-def _labels(examples: ExampleSet, config: Config, device: torch.device) -> torch.Tensor | None:
+class _Feed:
+    """One split as the loop reads it: this rank's batches on the device, with labels for a conditional model.
+
+    In memory (a tensor on the device, or a memory-mapped :class:`ExampleSet`) an epoch's order is a
+    permutation from the shared ``shuffle`` generator and this rank takes :func:`distributed.shard` of it;
+    validation takes every N-th example. A :class:`ShardedExamples` split streams (see :mod:`vaekit.shards`).
+    Dynamic binarization draws one fixed sample of the validation split, so its ELBOs compare across epochs.
+    """
+
+    def __init__(
+        self, config: Config, ctx: Context, examples: ExampleSet | ShardedExamples, conditional: bool,
+        validation: bool = False,
+    ) -> None:
+        self.config, self.ctx, self.examples, self.validation = config, ctx, examples, validation
+        self.x: torch.Tensor | None = None
+        self.y: torch.Tensor | None = None
+        self.fixed_draw = validation and config.data.binarize == "dynamic"
+        if isinstance(examples, ShardedExamples):
+            if conditional and not examples.has_labels:
+                _labels(examples, config, ctx.device)  # raises the missing-labels error
+            self.labelled = conditional
+            return
+        self.labelled = False
+        self.x = examples.tensor().to(ctx.device) if validation else _maybe_on_device(examples, ctx.device)
+        self.y = _labels(examples, config, ctx.device)
+        if self.fixed_draw and self.x is not None:
+            self.x = torch.bernoulli(self.x, generator=self._val_generator(rank=0))
+            self.fixed_draw = False
+
+    def _val_generator(self, rank: int) -> torch.Generator:
+        seed = distributed.rank_seed(self.config.train.seed + 3, rank)
+        return torch.Generator(device=self.ctx.device).manual_seed(seed)
+
+    def num_batches(self, batch_size: int) -> int:
+        """Training batches per epoch of this rank (the same on every rank)."""
+        if isinstance(self.examples, ShardedExamples):
+            return self.examples.num_batches(batch_size, self.ctx.world_size, self.config.data.num_workers)
+        return math.ceil(len(self.examples) // self.ctx.world_size / batch_size)
+
+    def batches(self, batch_size: int, epoch: int = 0, shuffle_gen: torch.Generator | None = None) -> Iterator[Batch]:
+        """This rank's batches: of epoch ``epoch`` in a fresh order (training), or in order (validation)."""
+        ctx, examples = self.ctx, self.examples
+        if isinstance(examples, ShardedExamples):
+            data = self.config.data
+            loader = examples.batches(
+                batch_size, epoch=epoch, rank=ctx.rank, world_size=ctx.world_size, shuffle=not self.validation,
+                shuffle_buffer=data.shuffle_buffer, num_workers=data.num_workers, seed=self.config.train.seed + 1,
+                pin_memory=ctx.device.type == "cuda",
+            )
+            generator = self._val_generator(ctx.rank) if self.fixed_draw else None
+            for x, y in loader:
+                x = x.to(ctx.device, non_blocking=True)
+                if generator is not None:
+                    x = torch.bernoulli(x, generator=generator)
+                yield x, (y.to(ctx.device, non_blocking=True) if self.labelled and y is not None else None)
+            return
+        if self.validation:
+            order = torch.arange(ctx.rank, len(examples), ctx.world_size)
+        else:
+            assert shuffle_gen is not None  # internal: training always passes the shared generator
+            order = distributed.shard(torch.randperm(len(examples), generator=shuffle_gen), ctx.rank, ctx.world_size)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            x = self.x[idx.to(self.x.device)] if self.x is not None else examples.batch(idx).to(ctx.device)
+            yield x, (None if self.y is None else self.y[idx.to(self.y.device)])
+
+    def first(self, n: int) -> Batch:
+        """The first ``n`` examples this rank validates on (for the reconstruction figure)."""
+        if self.x is not None:
+            return self.x[:n], None if self.y is None else self.y[:n]
+        x, y = next(iter(self.batches(n)))
+        return x[:n], None if y is None else y[:n]
+
+
+def _labels(examples: ExampleSet | ShardedExamples, config: Config, device: torch.device) -> torch.Tensor | None:
     """The labels of a split as a long tensor for a conditional model; ``None`` for an unconditional one."""
     num_classes = config.model.num_classes
     if not num_classes:
@@ -508,8 +662,8 @@ def _write_figures(
     out: Path,
     model: VAE,
     metrics: list[dict[str, Any]],
-    x_val: torch.Tensor,
-    y_val: torch.Tensor | None,
+    originals: torch.Tensor,
+    labels: torch.Tensor | None,
     n: int,
     seed: int,
 ) -> None:
@@ -520,10 +674,9 @@ def _write_figures(
 
     plot_loss_curve(metrics, out / "loss_curve.png")
     generator = torch.Generator(device=model.device).manual_seed(seed)
-    labels = torch.arange(n) % model.num_classes if model.num_classes else None  # each class in turn
-    save_image_grid(model.sample(n, generator=generator, y=labels).cpu(), out / "samples.png")
-    originals = x_val[: max(1, n // 2)]
-    recon = model.reconstruct(originals, y=None if y_val is None else y_val[: len(originals)])
+    sample_labels = torch.arange(n) % model.num_classes if model.num_classes else None  # each class in turn
+    save_image_grid(model.sample(n, generator=generator, y=sample_labels).cpu(), out / "samples.png")
+    recon = model.reconstruct(originals, y=labels)
     width = 8
     rows = interleave_rows(originals.cpu().numpy(), recon.cpu().numpy(), width)
     save_image_grid(rows, out / "reconstructions.png", nrow=width)

@@ -3,6 +3,9 @@
 Each row of the picture holds one dimension set to ``steps`` values evenly spaced over ``[-span, span]``
 (absolute values: the prior is N(0, 1) per dimension, so ``span=3`` covers nearly all of it) while the
 other dimensions keep the starting point's values.
+
+A conditional model decodes the whole grid as one class, ``label``: by default the label of the starting
+example (which is also encoded with it); starting from z = 0 needs ``label`` (``--label``).
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from vaekit._verbs import (
     as_model,
     check_index,
     check_png,
+    data_labels,
+    decode_labels,
     load_examples_for,
     posterior_means,
     save_examples_png,
@@ -60,6 +65,7 @@ def traverse(
     dims: Sequence[int] | None = None,
     span: float = 3.0,
     steps: int = 9,
+    label: int | None = None,
     data_dir: str | None = None,
     out: str | Path | None = None,
 ) -> np.ndarray:
@@ -80,6 +86,9 @@ def traverse(
         Each dimension runs over ``[-span, span]``, positive.
     steps
         Values per dimension, at least 2.
+    label
+        Conditional models only: the class (0..K-1) the grid is decoded as; default the starting example's
+        label (required when starting from z = 0).
     data_dir
         Folder of the IDX files of ``mnist`` / ``fashion-mnist``.
     out
@@ -93,7 +102,10 @@ def traverse(
     Raises
     ------
     ConfigError
-        For a dimension outside ``[0, latent_dim)``, ``span <= 0``, ``steps < 2`` or an index out of range.
+        For a dimension outside ``[0, latent_dim)``, ``span <= 0``, ``steps < 2``, an index out of range, or a
+        label for an unconditional model.
+    DataError
+        For a label outside the trained classes, or a conditional model without a label to decode with.
     """
     if steps < 2:
         raise ConfigError(f"steps must be at least 2, got {steps}")
@@ -106,14 +118,19 @@ def traverse(
     dims = list(range(min(latent_dim, DEFAULT_MAX_DIMS))) if dims is None else [int(d) for d in dims]
     if not dims or any(not 0 <= d < latent_dim for d in dims):
         raise ConfigError(f"dims {dims} must be a non-empty list of latent dimensions in 0..{latent_dim - 1}")
+    n = len(dims) * steps
+    y = decode_labels(model, label, n)  # (n,) or None
     if data is None:
         z0 = torch.zeros(latent_dim, device=model.device)
     else:
         examples = load_examples_for(model, data, data_dir)
         check_index(index, len(examples), "index")
-        z0 = posterior_means(model, examples.batch(np.array([index])))[0]  # (L,)
+        y0 = data_labels(model, examples, np.array([index]))  # (1,) or None
+        z0 = posterior_means(model, examples.batch(np.array([index])), y0)[0]  # (L,)
+        if y is None and y0 is not None:
+            y = y0.expand(n).to(model.device)
     z = traversal_latents(z0, dims, span, steps)  # (len(dims), S, L)
-    x = model.decode(z.reshape(-1, latent_dim)).mean.float().cpu().numpy()  # (len(dims) * S, *shape)
+    x = model.decode(z.reshape(-1, latent_dim), y).mean.float().cpu().numpy()  # (len(dims) * S, *shape)
     if png is not None:
         save_examples_png(model, x, png, nrow=steps)
     return x.reshape(len(dims), steps, *model.data_shape)

@@ -52,6 +52,8 @@ def _data(likelihood: str, shape: tuple[int, ...], n: int = 6) -> torch.Tensor:
     generator = torch.Generator().manual_seed(123)
     if likelihood == "bernoulli":
         return torch.bernoulli(torch.full((n, *shape), 0.4), generator=generator)
+    if likelihood == "discretized_logistic":  # 8-bit data, as read from uint8 arrays
+        return torch.randint(0, 256, (n, *shape), generator=generator) / 255.0
     return torch.randn(n, *shape, generator=generator)
 
 
@@ -202,7 +204,7 @@ def test_every_activation_builds(architecture, activation):
         ({"latent_dim": 0}, "latent_dim"),
         ({"hidden_dims": (16, 0)}, "hidden_dims"),
         ({"architecture": "transformer"}, "conv, mlp"),
-        ({"likelihood": "poisson"}, "bernoulli, gaussian"),
+        ({"likelihood": "poisson"}, "bernoulli, discretized_logistic, gaussian"),
         ({"activation": "swish"}, "elu, gelu"),
     ],
 )

@@ -49,11 +49,11 @@ class StepCounter:
         self.calls = 0
         self.nan_steps, self.nan_from, self.interrupt_at = set(nan_steps), nan_from, interrupt_at
 
-    def __call__(self, model, x, config, step):
+    def __call__(self, model, x, y, config, step):
         if step == self.interrupt_at:
             raise KeyboardInterrupt
         self.calls += 1
-        terms = self.original(model, x, config, step)
+        terms = self.original(model, x, y, config, step)
         if step in self.nan_steps or (self.nan_from is not None and step >= self.nan_from):
             return dataclasses.replace(terms, loss=terms.loss * float("nan"))
         return terms
@@ -324,7 +324,10 @@ def test_empty_dataset(tmp_path, tiny_config):
 
 @pytest.mark.parametrize(
     ("override", "names"),
-    [("model.likelihood=poisson", "bernoulli, gaussian"), ("model.architecture=resnet", "conv, mlp")],
+    [
+        ("model.likelihood=poisson", "bernoulli, discretized_logistic, gaussian"),
+        ("model.architecture=resnet", "conv, mlp"),
+    ],
 )
 def test_unknown_component_lists_the_names(tmp_path, tiny_config, override, names):
     with pytest.raises(ConfigError, match=names):

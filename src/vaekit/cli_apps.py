@@ -1,0 +1,119 @@
+"""The ``vaekit score``, ``vaekit plot-latent`` and ``vaekit probe`` commands: parse arguments, call
+:func:`vaekit.score.score`, :func:`vaekit.plot_latent.plot_latent` or :func:`vaekit.probe.probe`, print what
+happened. Registered from :func:`vaekit.cli.build_parser`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from typing import Any
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from vaekit.score import score
+
+    result = score(
+        args.model, args.data, method=args.method, k=args.k, unit=args.unit, data_dir=args.data_dir,
+        out=args.out, threshold=args.threshold, fpr=args.fpr, contamination=args.contamination,
+        calibrate=args.calibrate, histogram=args.histogram, seed=args.seed,
+    )
+    print(f"scored {len(result.scores)} examples of {result.source}: {result.score_name}")
+    if result.threshold is not None:
+        print(f"threshold {result.threshold:.6g} ({result.threshold_rule}): flagged {result.num_flagged} "
+              f"of {len(result.scores)}")
+    for path in (args.out, args.histogram):
+        if path is not None:
+            print(f"wrote {path}")
+    return 0
+
+
+def _cmd_plot_latent(args: argparse.Namespace) -> int:
+    from vaekit.plot_latent import plot_latent
+
+    points = plot_latent(
+        args.model, args.data, data_dir=args.data_dir, projection=args.projection, max_points=args.max_points,
+        seed=args.seed, out=args.out,
+    )
+    print(f"wrote a map of {len(points)} examples (projection {args.projection}) to {args.out}")
+    return 0
+
+
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from vaekit.probe import probe
+    from vaekit.serialization import atomic_write_text
+
+    report = probe(
+        args.model, args.data, data_dir=args.data_dir, k_neighbors=args.neighbors,
+        test_fraction=args.test_fraction, seed=args.seed,
+    )
+    print(report.format_table())
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def register(command: Callable[..., argparse.ArgumentParser], model_command: Callable[..., Any]) -> None:
+    """Add ``score``, ``plot-latent`` and ``probe`` to the ``vaekit`` parser (see ``build_parser``)."""
+    from vaekit.cli import _add_data_args
+    from vaekit.plot_latent import PROJECTIONS
+    from vaekit.score import SCORES, UNITS
+
+    p = model_command(
+        "score",
+        "Anomaly score per example (higher = more anomalous), optionally a threshold and 0/1 decisions.",
+        _cmd_score,
+        "vaekit score runs/digits-20240101-120000 --out scores.csv",
+        "vaekit score runs/mnist/best --data mnist --fpr 0.05 --out scores.csv --histogram scores.png",
+        "vaekit score runs/tab/best --data new.csv --method recon --contamination 0.02 --out flags.npy",
+    )
+    _add_data_args(p)
+    p.add_argument("--method", choices=SCORES.names(), default="iwae",
+                   help="iwae: importance-weighted NLL (default); elbo: -ELBO; recon: squared error")
+    p.add_argument("--k", type=int, default=100, help="posterior samples of iwae / elbo (default 100)")
+    p.add_argument("--unit", choices=UNITS, default="nats",
+                   help="nats per example (default) or bits per dimension (likelihood scores)")
+    rule = p.add_mutually_exclusive_group()
+    rule.add_argument("--threshold", type=float, metavar="T", help="flag examples whose score is above T")
+    rule.add_argument("--fpr", type=float, metavar="A",
+                      help="flag about a fraction A of held-out normal data (--calibrate, default the model's "
+                           "validation split)")
+    rule.add_argument("--contamination", type=float, metavar="C",
+                      help="flag the fraction C of the scored data with the highest scores, C in (0, 0.5]")
+    p.add_argument("--calibrate", metavar="NAME_OR_PATH", help="held-out normal data for --fpr")
+    p.add_argument("--out", metavar="FILE", help="FILE.csv or FILE.npy: index, label, score, decision")
+    p.add_argument("--histogram", metavar="FILE.png", help="histogram of the scores, normal vs flagged")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the posterior samples (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no log lines")
+
+    p = model_command(
+        "plot-latent",
+        "Map the posterior means of a dataset to 2-D (first two dims, or PCA) coloured by label, as a PNG.",
+        _cmd_plot_latent,
+        "vaekit plot-latent runs/digits-20240101-120000 --out latent.png",
+        "vaekit plot-latent runs/mnist/best --data mnist --projection pca --max-points 5000",
+    )
+    _add_data_args(p)
+    p.add_argument("--projection", choices=PROJECTIONS.names(), default="auto",
+                   help="auto (default): first two dims when L <= 2, else PCA of the posterior means")
+    p.add_argument("--max-points", type=int, metavar="N", help="plot a random N of the examples (default all)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of --max-points (default 0)")
+    p.add_argument("--out", default="latent.png", metavar="FILE.png", help="default latent.png")
+    p.add_argument("--quiet", action="store_true", help="no log lines")
+
+    p = model_command(
+        "probe",
+        "Linear-probe and k-NN accuracy of the latent codes next to PCA with as many dimensions, same split "
+        "(a built-in dataset: fitted on its train split, tested on its test split).",
+        _cmd_probe,
+        "vaekit probe runs/digits-20240101-120000",
+        "vaekit probe runs/mnist/best --data mnist --data-dir ../shared/data/mnist --json probe.json",
+    )
+    _add_data_args(p)
+    p.add_argument("--neighbors", type=int, default=5, metavar="K", help="k of the k-NN probe (default 5)")
+    p.add_argument("--test-fraction", type=float, default=0.2, metavar="F",
+                   help="test share of data without its own test split (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the split (default 0)")
+    p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
+    p.add_argument("--quiet", action="store_true", help="no log lines")

@@ -1,0 +1,151 @@
+"""The scikit-learn estimators: scikit-learn's own estimator checks, pipelines, and what they detect and learn."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from vaekit.errors import ConfigError, DataError
+from vaekit.estimators import AnomalyDetector, VAETransformer
+
+TINY: dict[str, Any] = {"latent_dim": 2, "hidden_dims": (8,), "epochs": 2, "batch_size": 32, "device": "cpu"}
+
+
+@pytest.fixture
+def no_figures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Skip the three PNGs `train` draws into the estimators' temporary run directory, which is deleted
+    unread: they are most of the time of a tiny fit, and scikit-learn's checks fit about a hundred times."""
+    monkeypatch.setattr(importlib.import_module("vaekit.train"), "_write_figures", lambda *args, **kwargs: None)
+
+
+@pytest.fixture(scope="module")
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    data = load_digits()
+    return data.data / 16.0, data.target  # (1797, 64) in [0, 1]
+
+
+# Every check of scikit-learn applies and passes: nothing is listed as an expected failure. Two settings make
+# that so: inference runs in float64 (a row's output must not depend on the rows it is computed with), and
+# the anomaly score's posterior draws are shared by every row (scores are deterministic).
+@parametrize_with_checks([VAETransformer(**TINY), AnomalyDetector(**TINY, k=5)])
+def test_scikit_learn_estimator_checks(estimator: Any, check: Any, no_figures: None) -> None:
+    check(estimator)
+
+
+def test_constructor_stores_arguments_unchanged() -> None:
+    hidden = [16, 8]  # even a list: stored as given, not converted
+    detector = AnomalyDetector(latent_dim=3, hidden_dims=hidden, contamination=0.7, random_state=5)  # type: ignore[arg-type]
+    assert detector.hidden_dims is hidden and detector.contamination == 0.7  # checked only in fit
+    params = detector.get_params()
+    assert params["latent_dim"] == 3 and params["random_state"] == 5 and params["method"] == "iwae"
+    assert clone(detector).get_params()["hidden_dims"] == hidden
+    assert detector.set_params(latent_dim=4).latent_dim == 4
+    assert set(VAETransformer().get_params()) == set(params) - {"method", "k", "contamination"}
+
+
+def test_detector_finds_noise_among_digits(digits: tuple[np.ndarray, np.ndarray], no_figures: None) -> None:
+    x, _ = digits
+    detector = AnomalyDetector(latent_dim=4, hidden_dims=(64,), epochs=15, k=20, contamination=0.05,
+                               random_state=0, device="cpu").fit(x[:1000])
+    assert detector.model_.latent_dim == 4 and detector.n_iter_ == 15 and len(detector.history_) == 15
+    train_flags = detector.predict(x[:1000])
+    assert set(np.unique(train_flags)) == {-1, 1}
+    assert np.mean(train_flags == -1) == pytest.approx(0.05, abs=0.01)  # contamination of the training rows
+    noise = np.random.default_rng(0).random((100, 64))
+    assert np.mean(detector.predict(noise) == -1) > 0.95
+    assert np.mean(detector.predict(x[1000:]) == -1) < 0.2  # held-out digits are mostly inliers
+    scores = detector.score_samples(x[1000:1010])
+    np.testing.assert_allclose(detector.decision_function(x[1000:1010]), scores - detector.offset_)
+    assert detector.score_samples(noise).max() < np.median(scores)  # higher = more normal
+
+
+def test_transformer_in_a_pipeline_learns_useful_codes(digits: tuple[np.ndarray, np.ndarray], no_figures: None) -> None:
+    x, y = digits
+    pipeline = Pipeline([
+        ("vae", VAETransformer(latent_dim=8, hidden_dims=(128,), epochs=20, random_state=0, device="cpu")),
+        ("classify", LogisticRegression(max_iter=2000)),
+    ]).fit(x[:1400], y[:1400])
+    assert pipeline.score(x[1400:], y[1400:]) > 0.8  # chance is 0.1
+    codes = pipeline.named_steps["vae"].transform(x[:5])
+    assert codes.shape == (5, 8) and codes.dtype == np.float64
+    assert list(pipeline.named_steps["vae"].get_feature_names_out()) == [f"vaetransformer{i}" for i in range(8)]
+
+
+def test_model_selection_over_a_pipeline(digits: tuple[np.ndarray, np.ndarray], no_figures: None) -> None:
+    x, y = digits
+    pipeline = Pipeline([("vae", VAETransformer(**TINY, random_state=0)), ("classify", LogisticRegression())])
+    search = GridSearchCV(pipeline, {"vae__latent_dim": [1, 4]}, cv=2).fit(x[:300], y[:300])
+    assert search.best_params_ == {"vae__latent_dim": 4}
+    assert search.best_estimator_.named_steps["vae"].model_.latent_dim == 4
+
+
+def test_inverse_transform_returns_original_units(no_figures: None) -> None:
+    rng = np.random.default_rng(0)
+    latent = rng.normal(size=(400, 2))
+    x = 100.0 + 5.0 * (latent @ rng.normal(size=(2, 6)))  # real values far from 0: standardized inside
+    vae = VAETransformer(latent_dim=2, hidden_dims=(32,), epochs=60, random_state=0, device="cpu").fit(x)
+    x_hat = vae.inverse_transform(vae.transform(x))
+    assert x_hat.shape == x.shape
+    assert np.abs(x_hat.mean(0) - x.mean(0)).max() < 2.0  # back in the data's units, not standardized ones
+    assert min(np.corrcoef(x_hat[:, i], x[:, i])[0, 1] for i in range(6)) > 0.85  # a 2-D code of 2-D data
+    with pytest.raises(DataError, match="codes have 3 dimensions but the model has latent_dim=2"):
+        vae.inverse_transform(np.zeros((2, 3)))
+
+
+def test_tables_images_and_reproducibility(digits: tuple[np.ndarray, np.ndarray], no_figures: None) -> None:
+    pd = pytest.importorskip("pandas")
+    x, _ = digits
+    table = pd.DataFrame(x[:200], columns=[f"pixel{i}" for i in range(64)])
+    conv = dict(TINY, architecture="conv", channels=(4,), data_shape=(1, 8, 8), random_state=3)
+    first = VAETransformer(**conv).fit(table)
+    assert list(first.feature_names_in_) == list(table.columns) and first.model_.config.architecture == "conv"
+    assert first.model_.config.likelihood == "bernoulli"  # values in [0, 1]
+    np.testing.assert_array_equal(VAETransformer(**conv).fit(table).transform(table), first.transform(table))
+    with pytest.raises(DataError, match="data_shape=\\(1, 9, 9\\) holds 81 values but X has 64 features"):
+        VAETransformer(**dict(conv, data_shape=(1, 9, 9))).fit(table)
+
+
+def test_estimators_leave_no_run_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    VAETransformer(**TINY).fit(np.random.default_rng(0).normal(size=(50, 3)))
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("estimator", "x", "error", "match"),
+    [
+        (AnomalyDetector(**TINY, contamination=0.7), None, ConfigError, r"contamination=0.7 is outside its range"),
+        (AnomalyDetector(**TINY, method="lof"), None, ConfigError, "unknown anomaly score 'lof'"),
+        (VAETransformer(**dict(TINY, likelihood="poisson")), None, ConfigError, "unknown likelihood 'poisson'"),
+        (VAETransformer(**TINY), np.ones((1, 4)), DataError, "1 sample"),
+    ],
+)
+def test_bad_settings_fail_in_fit(estimator: Any, x: np.ndarray | None, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        estimator.fit(np.random.default_rng(0).normal(size=(20, 4)) if x is None else x)
+
+
+@pytest.mark.parametrize("kind", ["transformer", "detector"])
+def test_bad_data_after_fit_is_a_one_line_data_error(kind: str) -> None:
+    train = np.random.default_rng(0).normal(size=(40, 4))
+    if kind == "transformer":
+        method = VAETransformer(**TINY, random_state=0).fit(train).transform
+    else:
+        method = AnomalyDetector(**TINY, k=3, random_state=0).fit(train).predict
+    x = np.random.default_rng(1).normal(size=(5, 4))
+    x[2, 1] = np.nan
+    with pytest.raises(DataError, match=r"X holds 1 NaN or infinite values \(first in row 2\); impute") as info:
+        method(x)
+    assert "\n" not in str(info.value)
+    with pytest.raises(DataError, match=r"X has 3 features, but .* is expecting 4 features as input"):
+        method(np.zeros((2, 3)))

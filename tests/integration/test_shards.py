@@ -1,0 +1,252 @@
+"""Directories of shards, streamed: the split over ranks and loader workers, Parquet tables, bad shards, resume,
+and one epoch over a dataset several times larger than a memory limit the training process runs under."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vaekit.config import DataConfig
+from vaekit.data import load_data, load_examples
+from vaekit.errors import DataError
+from vaekit.shards import ShardedExamples
+from vaekit.train import train
+
+
+def _id_shards(folder: Path, sizes: list[int], features: int = 6, seed: int = 0) -> Path:
+    """uint8 .npy shards whose first two values spell each example's id (base 256)."""
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    start = 0
+    for i, n in enumerate(sizes):
+        ids = np.arange(start, start + n)
+        x = rng.integers(0, 256, (n, features)).astype(np.uint8)
+        x[:, 0], x[:, 1] = ids // 256, ids % 256
+        np.save(folder / f"part-{i:03d}.npy", x)
+        start += n
+    return folder
+
+
+def _ids(x: torch.Tensor) -> np.ndarray:
+    values = np.rint(x.numpy().reshape(len(x), -1)[:, :2] * 255).astype(np.int64)
+    return values[:, 0] * 256 + values[:, 1]
+
+
+def _epoch(split: ShardedExamples, **kwargs: object) -> list[np.ndarray]:
+    return [_ids(x) for x, _ in split.batches(32, **kwargs)]  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    return _id_shards(tmp_path_factory.mktemp("data") / "shards", [400, 1, 333, 250, 517])  # 1,501 examples
+
+
+def test_a_directory_of_npy_shards_loads_as_a_stream(shards):
+    bundle = load_data(DataConfig(source=str(shards), val_fraction=0.1))
+    assert isinstance(bundle.train, ShardedExamples) and isinstance(bundle.val, ShardedExamples)
+    assert bundle.preprocessing.shape == (6,) and bundle.preprocessing.kind == "unit"
+    assert bundle.preprocessing.scale == 255.0 and bundle.test is None
+    val = np.concatenate(_epoch(bundle.val, shuffle=False))
+    train_ids = np.concatenate(_epoch(bundle.train, epoch=0))
+    assert len(val) == len(bundle.val) == 150 and len(train_ids) == len(bundle.train) == 1351
+    assert sorted([*val, *train_ids]) == list(range(1501))  # the split covers every example once
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_ranks_and_workers_read_disjoint_parts_that_cover_the_epoch(shards, world_size, num_workers):
+    train_set = load_data(DataConfig(source=str(shards))).train
+    n = len(train_set)
+    per_rank = []
+    for rank in range(world_size):
+        batches = _epoch(train_set, epoch=3, rank=rank, world_size=world_size, num_workers=num_workers,
+                         shuffle_buffer=100)
+        assert len(batches) == train_set.num_batches(32, world_size, num_workers)  # the same on every rank
+        per_rank.append(np.concatenate(batches))
+    assert {len(ids) for ids in per_rank} == {n // world_size}
+    together = np.concatenate(per_rank)
+    assert len(np.unique(together)) == len(together) == n - n % world_size  # drops the same n % N as in memory
+    again = np.concatenate(_epoch(train_set, epoch=3, rank=0, world_size=world_size, num_workers=num_workers,
+                                  shuffle_buffer=100))
+    assert np.array_equal(again, per_rank[0])  # the order is a function of (seed, epoch, rank, worker)
+
+
+def test_every_epoch_is_reshuffled_and_the_buffer_mixes_across_shards(shards):
+    train_set = load_data(DataConfig(source=str(shards))).train
+    first = np.concatenate(_epoch(train_set, epoch=0, shuffle_buffer=200))
+    second = np.concatenate(_epoch(train_set, epoch=1, shuffle_buffer=200))
+    assert sorted(first) == sorted(second) and not np.array_equal(first, second)
+    assert np.mean(np.diff(first) == 1) < 0.05  # not read in file order
+    in_order = np.concatenate(_epoch(train_set, shuffle=False))
+    assert np.all(np.diff(in_order) > 0)
+
+
+def test_validation_is_split_over_ranks_without_dropping(shards):
+    val = load_data(DataConfig(source=str(shards))).val
+    parts = [np.concatenate(_epoch(val, rank=r, world_size=4, shuffle=False)) for r in range(4)]
+    assert sum(len(p) for p in parts) == len(val) and len(np.unique(np.concatenate(parts))) == len(val)
+
+
+def test_parquet_shards_with_labels_and_standardization(tmp_path):
+    pd = pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    folder = tmp_path / "tables"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    frames = []
+    for i, n in enumerate([120, 80, 200]):
+        frame = pd.DataFrame({"a": rng.normal(5, 2, n), "b": rng.integers(0, 100, n), "label": rng.integers(0, 3, n)})
+        frame.to_parquet(folder / f"part-{i}.parquet", row_group_size=50)
+        frames.append(frame)
+    table = pd.concat(frames, ignore_index=True)
+    bundle = load_data(DataConfig(source=str(folder), label_column="label", val_fraction=0.1))
+    prep = bundle.preprocessing
+    assert prep.kind == "real" and prep.columns == ("a", "b") and prep.label_column == "label"
+    x, y = next(iter(bundle.train.batches(400, shuffle=False)))
+    assert x.shape == (len(bundle.train), 2) and y is not None and y.dtype == torch.int64
+    raw = x.numpy() * np.asarray(prep.std, np.float32) + np.asarray(prep.mean, np.float32)
+    train_rows = np.array([np.flatnonzero((np.abs(table["a"] - a) < 1e-4) & (table["b"] == round(b)))[0]
+                           for a, b in raw])
+    assert np.array_equal(y.numpy(), table["label"].to_numpy()[train_rows])  # labels travel with their rows
+    assert prep.mean[0] == pytest.approx(table["a"].to_numpy()[train_rows].mean(), rel=1e-4)  # fitted on train
+
+    result = train(_tiny("tabular", folder, "data.label_column=label", "model.num_classes=3",
+                         "model.likelihood=gaussian"), tmp_path / "run")
+    assert result.model.num_classes == 3 and np.isfinite(result.metrics[-1]["val_elbo"])
+
+
+def _tiny(preset: str, source: Path, *overrides: str):
+    from vaekit.config import resolve_config
+    from vaekit.presets import get_preset
+
+    return resolve_config(get_preset(preset), overrides=[
+        f"data.source={source}", "model.latent_dim=2", "model.hidden_dims=[8]", "train.epochs=2",
+        "train.batch_size=64", "train.device=cpu", "train.num_images=4", *overrides])
+
+
+def test_resume_over_shards_is_bit_exact(shards, tmp_path):
+    config = _tiny("digits", shards, "data.binarize=dynamic", "data.shuffle_buffer=128")
+    train(config, tmp_path / "a")
+    train(_tiny("digits", shards, "data.binarize=dynamic", "data.shuffle_buffer=128", "train.epochs=1"),
+          tmp_path / "b")
+    train(config, tmp_path / "b", resume=True)
+    for sub in ("last", "best"):
+        a, b = (load_file(str(tmp_path / r / sub / "model.safetensors")) for r in ("a", "b"))
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _save(path: Path, shape: tuple[int, ...], value: float = 0.0) -> None:
+    np.save(path, np.full(shape, value))
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: (_save(d / "a.npy", (4, 3)), _save(d / "b.npy", (4, 5))), "write every shard"),
+        (lambda d: (_save(d / "a.npy", (4, 3)), (d / "b.parquet").write_bytes(b"x")), "mixes .npy and .parquet"),
+        (lambda d: (_save(d / "a.npy", (4, 3)), _save(d / "b.npy", (4, 3), np.nan)), "b.npy holds 12 NaN"),
+        (lambda d: (d / "a.npy").write_bytes(b"\x93NUMPY junk"), "a.npy"),
+        (lambda d: _save(d / "a.npy", (0, 3)), "0 examples"),
+    ],
+    ids=["shapes", "mixed", "nan", "corrupt", "empty"],
+)
+def test_bad_shards_fail_with_a_message_naming_them(tmp_path, make, message):
+    make(tmp_path)
+    with pytest.raises(DataError, match=message):
+        load_data(DataConfig(source=str(tmp_path)))
+
+
+def test_a_shard_directory_is_for_training_only(shards):
+    with pytest.raises(DataError, match="only training streams; pass one shard file"):
+        load_examples(str(shards), load_data(DataConfig(source=str(shards))).preprocessing)
+    one = load_examples(str(shards / "part-000.npy"), load_data(DataConfig(source=str(shards))).preprocessing)
+    assert len(one) == 400
+
+
+# -- one epoch under a memory limit ---------------------------------------------------------------------------
+CAP_MB = 128
+FEATURES, SHARDS, ROWS = 1024, 8, 65536  # 8 shards of 64 MB: 512 MB on disk, 4 times the limit
+MEMORY_SCRIPT = """
+import importlib, json, resource, sys
+import numpy as np
+from vaekit.config import resolve_config
+from vaekit.presets import get_preset
+
+train_module = importlib.import_module("vaekit.train")
+original, seen, anon = train_module._loss, [], []
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+def loss(model, x, y, config, step):
+    values = np.rint(x.numpy()[:, :3] * 255).astype(np.int64)
+    seen.append(values[:, 0] * 65536 + values[:, 1] * 256 + values[:, 2])
+    anon.append(status("RssAnon"))  # resident private memory; peak RSS would also count library code pages
+    return original(model, x, y, config, step)
+
+def run(source, out):
+    config = resolve_config(get_preset("digits"), overrides=[
+        f"data.source={source}", "data.val_fraction=0.01", "data.shuffle_buffer=4096", "model.latent_dim=2",
+        "model.hidden_dims=[8]", "train.epochs=1", "train.batch_size=2048", "train.device=cpu", "train.num_images=4"])
+    return train_module.train(config, out)
+
+big, small, out, cap, data_bytes = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]) << 20, int(sys.argv[5])
+# Warm up on one small shard of the same shape: imports, lazy initialisation, one training step's tensors and
+# the figures cost memory whatever the data's size; what is measured next is what grows with it.
+run(small, out + "-warm-up")
+# RLIMIT_DATA bounds the private writable memory (heap and anonymous maps: every numpy or torch array) the
+# process may add. RLIMIT_AS is no use: torch reserves far more address space than it ever touches.
+resource.setrlimit(resource.RLIMIT_DATA, (status("VmData") + cap, resource.RLIM_INFINITY))
+anon_before = status("RssAnon")
+train_module._loss = loss
+result = run(big, out)
+try:  # the limit binds: a quarter of the dataset cannot be held
+    np.ones(data_bytes // 4, np.uint8)
+    refused = False
+except MemoryError:
+    refused = True
+seen = np.concatenate(seen)
+print(json.dumps({"anon_growth": max(anon) - anon_before, "refused": refused, "n_seen": len(seen),
+                  "unique": len(np.unique(seen)), "min": int(seen.min()), "max": int(seen.max()),
+                  "val_elbo": result.metrics[-1]["val_elbo"]}))
+"""
+
+
+def _write_id_shards(folder: Path, shards: int, rows: int) -> None:
+    """uint8 shards of FEATURES values per example, the first three spelling its id (base 256)."""
+    folder.mkdir()
+    for i in range(shards):
+        ids = np.arange(i * rows, (i + 1) * rows)
+        x = np.random.default_rng(i).integers(0, 256, (rows, FEATURES), dtype=np.uint8)
+        x[:, 0], x[:, 1], x[:, 2] = ids >> 16, (ids >> 8) & 255, ids & 255
+        np.save(folder / f"part-{i:03d}.npy", x)
+
+
+def test_one_epoch_over_data_larger_than_the_memory_limit(tmp_path):
+    _write_id_shards(tmp_path / "big", SHARDS, ROWS)
+    _write_id_shards(tmp_path / "small", 1, 4096)
+    data_bytes = SHARDS * ROWS * FEATURES
+    assert data_bytes >= 4 * (CAP_MB << 20)
+    (tmp_path / "script.py").write_text(textwrap.dedent(MEMORY_SCRIPT))
+    command = [sys.executable, str(tmp_path / "script.py"), str(tmp_path / "big"), str(tmp_path / "small"),
+               str(tmp_path / "run"), str(CAP_MB), str(data_bytes)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["refused"], "the memory limit does not bind"
+    assert report["anon_growth"] < CAP_MB << 20, report
+    n_val = SHARDS * round(ROWS * 0.01)
+    assert report["n_seen"] == report["unique"] == SHARDS * ROWS - n_val  # every train example exactly once
+    assert report["min"] >= 0 and report["max"] < SHARDS * ROWS and np.isfinite(report["val_elbo"])
