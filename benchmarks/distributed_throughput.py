@@ -8,7 +8,9 @@ excluded; under two processes the mean of the two ranks' clocks); the wall time 
 included, is reported beside it. Three settings: one process with every core as intra-op threads, one process
 with one thread, and two processes with cores / 2 threads each (what `--nproc` sets). Rounds alternate the
 settings so drift on a shared machine hits all alike; medians are reported, with the 1-minute load average
-seen before each run (other users of the machine).
+seen before each run (other users of the machine). Last, two processes time DDP's per-step communication
+alone: gloo all-reduces of a tensor the size of the model's gradient (`--allreduce-only` runs just that and
+adds it to the saved results).
 
     flock /tmp/vaekit-bench.lock python benchmarks/distributed_throughput.py [--rounds 3] [--data-dir DIR]
 """
@@ -25,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import DEFAULT_MNIST, save, table
+from common import DEFAULT_MNIST, RESULTS, save, table
 
 BATCHES = (128, 512)
 CORES = len(os.sched_getaffinity(0))
@@ -51,11 +53,59 @@ def run(nproc: int, threads: int, batch_size: int, data_dir: str, seed: int) -> 
             "load_1min": load}
 
 
+def allreduce_worker(repeats: int = 200) -> None:
+    """Run in each of two processes by torch.distributed.run: time all-reduces of the gradient's size."""
+    import torch
+    import torch.distributed as dist
+
+    from vaekit.model import VAE
+    from vaekit.presets import get_preset
+
+    params = sum(p.numel() for p in VAE(get_preset("mnist-mlp").model, (1, 28, 28)).parameters())
+    dist.init_process_group("gloo")
+    grad = torch.randn(params)
+    for _ in range(10):
+        dist.all_reduce(grad)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dist.all_reduce(grad)
+        times.append(time.perf_counter() - start)
+    if dist.get_rank() == 0:
+        print(json.dumps({"parameters": params, "mib": params * 4 / 2**20,
+                          "median_ms": 1e3 * statistics.median(times),
+                          "p10_ms": 1e3 * statistics.quantiles(times, n=10)[0], "repeats": repeats}))
+    dist.destroy_process_group()
+
+
+def allreduce() -> dict[str, float]:
+    """Launch :func:`allreduce_worker` in two single-thread processes; return rank 0's timings."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               __file__, "--allreduce-worker"]
+    done = subprocess.run(command, check=True, capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load_1min"] = os.getloadavg()[0]
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(DEFAULT_MNIST))
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--allreduce-only", action="store_true", help="time the all-reduce, add it to results")
+    parser.add_argument("--allreduce-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.allreduce_worker:
+        allreduce_worker()
+        return
+    if args.allreduce_only:
+        path = RESULTS / "distributed_throughput.json"
+        payload = json.loads(path.read_text()) if path.exists() else {}
+        payload["allreduce"] = allreduce()
+        print(payload["allreduce"])
+        path.write_text(json.dumps(payload, indent=2) + "\n")
+        return
 
     images = 55_000  # the mnist-mlp preset's training split (5,000 of the 60,000 held out for validation)
     samples: dict[tuple[int, int, int], list[dict[str, float]]] = {
@@ -83,8 +133,10 @@ def main() -> None:
                 "load_1min": statistics.median(s["load_1min"] for s in runs),
             })
     print(table(rows))
+    communication = allreduce()
+    print(f"gloo all-reduce of the gradient, 2 processes: {communication}")
     path = save("distributed_throughput", {
-        "images": images, "epochs": 1, "rounds": args.rounds, "rows": rows,
+        "images": images, "epochs": 1, "rounds": args.rounds, "rows": rows, "allreduce": communication,
         "samples": {f"batch{b}_proc{p}_threads{t}": v for (b, p, t), v in samples.items()},
     })
     print(f"results: {path}")

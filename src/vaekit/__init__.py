@@ -2,8 +2,9 @@
 
 Train, evaluate and use VAEs from Python or the ``vaekit`` command line. Every command is a function here
 of the same name: :func:`train`, :func:`evaluate`, :func:`sample`, :func:`reconstruct`, :func:`interpolate`,
-:func:`traverse`, :func:`embed`, :func:`export`, :func:`serve`, :func:`compress`, :func:`decompress`; :func:`load`
-rebuilds a saved model.
+:func:`traverse`, :func:`embed`, :func:`export`, :func:`serve`, :func:`compress`, :func:`decompress`,
+:func:`score`, :func:`plot_latent`, :func:`probe`; :func:`load` rebuilds a saved model. The scikit-learn
+estimators :class:`AnomalyDetector` and :class:`VAETransformer` are imported on first use.
 """
 
 __version__ = "0.1.0"
@@ -17,9 +18,12 @@ from vaekit.evaluate import EvalReport, evaluate
 from vaekit.export import export
 from vaekit.interpolate import interpolate
 from vaekit.model import VAE
+from vaekit.plot_latent import plot_latent
+from vaekit.probe import ProbeReport, probe
 from vaekit.quality import QualityReport, sample_quality
 from vaekit.reconstruct import reconstruct
 from vaekit.sample import sample
+from vaekit.score import ScoreResult, score
 from vaekit.serialization import load, save_model
 from vaekit.serve import serve
 from vaekit.train import TrainResult, train
@@ -27,6 +31,7 @@ from vaekit.traverse import traverse
 
 __all__ = [
     "VAE",
+    "AnomalyDetector",
     "CodingConfig",
     "CompressReport",
     "Config",
@@ -39,10 +44,13 @@ __all__ = [
     "ModelFileError",
     "ObjectiveConfig",
     "OutputError",
+    "ProbeReport",
     "QualityReport",
+    "ScoreResult",
     "TrainConfig",
     "TrainResult",
     "TrainingError",
+    "VAETransformer",
     "VaeKitError",
     "__version__",
     "compress",
@@ -52,12 +60,25 @@ __all__ = [
     "export",
     "interpolate",
     "load",
+    "plot_latent",
+    "probe",
     "reconstruct",
     "resolve_config",
     "sample",
     "sample_quality",
     "save_model",
+    "score",
     "serve",
     "train",
     "traverse",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``vaekit.AnomalyDetector`` and ``vaekit.VAETransformer``, imported on first use: they import scikit-learn,
+    which would otherwise add about a second to every ``import vaekit`` and every command."""
+    if name in ("AnomalyDetector", "VAETransformer"):
+        from vaekit import estimators
+
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'vaekit' has no attribute {name!r}")

@@ -383,7 +383,12 @@ class BitsBackModel:
         if count == 1:
             return [fn(0)]
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.config.threads, thread_name_prefix="vaekit-coder")
+            # A new thread does not inherit torch.set_num_threads(1): each worker sets it for itself, or its matrix
+            # products would split over a thread count that varies from run to run (and so would their last bits).
+            self._pool = ThreadPoolExecutor(
+                max_workers=self.config.threads, thread_name_prefix="vaekit-coder",
+                initializer=torch.set_num_threads, initargs=(1,),
+            )
         return list(self._pool.map(fn, range(count)))
 
     def _codec(self, blocks: list[Tables], rows: list[slice], precision: int) -> Codec:

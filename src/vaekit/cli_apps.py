@@ -16,7 +16,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     result = score(
         args.model, args.data, method=args.method, k=args.k, unit=args.unit, data_dir=args.data_dir,
         out=args.out, threshold=args.threshold, fpr=args.fpr, contamination=args.contamination,
-        calibrate=args.calibrate, histogram=args.histogram, seed=args.seed,
+        calibrate=args.calibrate, histogram=args.histogram, seed=args.seed, relative=args.relative,
     )
     print(f"scored {len(result.scores)} examples of {result.source}: {result.score_name}")
     if result.threshold is not None:
@@ -74,6 +74,9 @@ def register(command: Callable[..., argparse.ArgumentParser], model_command: Cal
     p.add_argument("--k", type=int, default=100, help="posterior samples of iwae / elbo (default 100)")
     p.add_argument("--unit", choices=UNITS, default="nats",
                    help="nats per example (default) or bits per dimension (likelihood scores)")
+    p.add_argument("--relative", action="store_true",
+                   help="iwae / elbo: subtract the saturated model's NLL (the image's own entropy for a "
+                        "Bernoulli decoder on grayscale data)")
     rule = p.add_mutually_exclusive_group()
     rule.add_argument("--threshold", type=float, metavar="T", help="flag examples whose score is above T")
     rule.add_argument("--fpr", type=float, metavar="A",

@@ -68,7 +68,7 @@ def register(command: Callable[..., argparse.ArgumentParser], model_command: Cal
     p.add_argument("--threads", type=int, default=2, metavar="T",
                    help="blocks of each batch coded on parallel threads; stored in the file (default 2)")
     p.add_argument("--chunk-size", type=int, metavar="N",
-                   help="examples per independently coded chunk (default: 8 MiB of data)")
+                   help="examples per independently coded chunk (default: 2^23 values' worth)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the reported -ELBO's samples")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

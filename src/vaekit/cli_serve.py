@@ -24,13 +24,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from vaekit.serve import Limits, is_loopback, serve
+    from vaekit.serve import Limits, serve
 
+    # serve() logs where it listens (and warns about a non-loopback host) once the model is loaded.
     limits = Limits(max_batch=args.max_batch, max_body_bytes=int(args.max_body_mb * (1 << 20)))
-    where = f"http://{args.host}:{args.port}"
-    print(f"serving {args.model} at {where}  (explorer: {where}/, API docs: {where}/docs; Ctrl-C stops)")
-    if not is_loopback(args.host):
-        print(f"warning: {args.host} is reachable from other machines and the API has no authentication")
     serve(
         args.model,
         args.host,

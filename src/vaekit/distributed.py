@@ -37,6 +37,7 @@ with a warning, but not bit for bit.
 
 from __future__ import annotations
 
+import collections
 import datetime
 import inspect
 import logging
@@ -56,6 +57,14 @@ from vaekit.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 TIMEOUT = datetime.timedelta(minutes=10)  # a rank that stops answering fails the run after this
+
+# The tensors of the latest collectives, kept referenced from Python. A gloo worker thread drops its references to
+# a finished collective's tensors a moment after the caller has moved on; if the caller's were the last Python
+# references, that drop needs the GIL, and when it lands during interpreter shutdown the process aborts
+# ("terminate called without an active exception"; seen on rank 1 at exit under load, core dump:
+# ~AsyncBarrierWork -> ~AsyncAllgatherWork -> TensorImpl::decref_pyobject). Holding the last few here keeps
+# that drop free of Python.
+_IN_FLIGHT: collections.deque[torch.Tensor] = collections.deque(maxlen=64)
 
 
 @dataclass(frozen=True)
@@ -215,17 +224,9 @@ def all_reduce_sum(ctx: Context, values: Sequence[float]) -> list[float]:
     if not ctx.distributed:
         return [float(v) for v in values]
     tensor = torch.tensor(list(values), dtype=torch.float64, device=ctx.device)
+    _IN_FLIGHT.append(tensor)
     dist.all_reduce(tensor)
     return tensor.tolist()
-
-
-def broadcast_float(ctx: Context, value: float) -> float:
-    """Rank 0's ``value`` on every rank."""
-    if not ctx.distributed:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=ctx.device)
-    dist.broadcast(tensor, src=0)
-    return float(tensor.item())
 
 
 def gather_tensors(ctx: Context, tensors: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
@@ -236,6 +237,7 @@ def gather_tensors(ctx: Context, tensors: dict[str, torch.Tensor]) -> list[dict[
     for key in sorted(tensors):
         local = tensors[key].to(ctx.device)
         parts = [torch.empty_like(local) for _ in range(ctx.world_size)]
+        _IN_FLIGHT.extend([local, *parts])
         dist.all_gather(parts, local)
         for rank, part in enumerate(parts):
             gathered[rank][key] = part.cpu()

@@ -165,6 +165,9 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         Score: ``iwae`` (importance-weighted NLL), ``elbo`` (-ELBO) or ``recon`` (squared error).
     k
         Posterior samples of the ``iwae`` / ``elbo`` scores.
+    relative
+        ``iwae`` / ``elbo``: score relative to the saturated model (for a Bernoulli decoder on grayscale data
+        this removes the rows' own entropy; see :mod:`vaekit.score`).
     contamination
         Expected fraction of outliers in the training data, in (0, 0.5]: ``offset_`` is the score of that
         quantile of the training rows, so ``predict`` flags about that fraction of them.
@@ -213,6 +216,7 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         validation_fraction: float = 0.1,
         method: str = "iwae",
         k: int = 100,
+        relative: bool = False,
         contamination: float = 0.1,
         random_state: int | np.random.RandomState | None = None,
         device: str = "auto",
@@ -230,6 +234,7 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         self.validation_fraction = validation_fraction
         self.method = method
         self.k = k
+        self.relative = relative
         self.contamination = contamination
         self.random_state = random_state
         self.device = device
@@ -252,6 +257,8 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         from vaekit.score import SCORES, check_rate
 
         SCORES.get(self.method)  # fail before training on an unknown score
+        if self.relative and self.method == "recon":
+            raise ConfigError("relative=True applies to the likelihood scores (iwae, elbo), not to method='recon'")
         check_rate(self.contamination, "contamination", 0.5, include_upper=True)
         if self.k < 1:
             raise ConfigError(f"k must be at least 1, got {self.k}")
@@ -263,7 +270,7 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
         from vaekit.score import anomaly_scores
 
-        scores = anomaly_scores(self.model_, self._model_input(X), self.method, k=self.k)
+        scores = anomaly_scores(self.model_, self._model_input(X), self.method, k=self.k, relative=self.relative)
         return -scores.double().numpy()
 
     def score_samples(self, X: Any) -> np.ndarray:

@@ -10,9 +10,11 @@
 
 The feature extractor is the small classifier of :mod:`vaekit.classifier`, trained on the model's dataset;
 each figure is only comparable with figures of the same extractor, so reports carry its name. The real-data
-line (B against A, two halves of the test set) is the floor a perfect model would reach with as many samples
-as B holds: FID and KID are biased upwards at small sample sizes, so compare a model's figures with it at
-``n = len(B)``.
+line (B against A, the two halves of the test split, as the issue defines it) shows what real data scores
+with as many examples as B holds: FID and KID are biased upwards at small sample sizes, so compare a model's
+figures with it at ``n = len(B)``. It is not a strict floor where the halves differ in kind: MNIST's first
+5,000 test images come from NIST's SD-3 writers and the last 5,000 from SD-1 (FID 3.35 between them, 0.27
+between two random halves, in BENCHMARKS.md).
 
 - **FID** (Heusel et al. 2017, arXiv:1706.08500): ``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^{1/2})``
   of Gaussians fitted to the two feature sets, in float64. The trace of the matrix square root is computed by
@@ -272,7 +274,7 @@ class QualityReport:
 
     ``fid``, ``kid_*``, ``precision``, ``recall``: ``num_samples`` samples against the reference half A
     (``num_reference`` examples) of the real data's test split; ``real_*``: the second half B (as many
-    examples) against A, what a perfect model would reach with that many samples. ``conditional_accuracy`` and
+    examples) against A, what real data scores with that many examples. ``conditional_accuracy`` and
     ``per_class_accuracy``: conditional models only. KID is a squared MMD (printed x 1000).
     """
 
@@ -381,8 +383,9 @@ def sample_quality(
         Number of samples, at least ``k + 1``; ``n`` = half the test split makes ``fid`` and ``real_fid``
         directly comparable (5,000 for MNIST).
     data
-        A built-in dataset or a labelled path: its test split is the real data and it trains the extractor;
-        default the model's own source.
+        A built-in dataset or a labelled path: the real data (a built-in dataset's test split; a path whole,
+        which usually overlaps the model's training data) and what the extractor is trained on; default the
+        model's own source.
     data_dir
         Folder of the IDX files of ``mnist`` / ``fashion-mnist``.
     temperature

@@ -11,7 +11,14 @@ method     score                                                                
 
 The likelihood-based scores (``iwae``, ``elbo``) are in nats per example, or bits/dim with ``unit="bits"``
 (nats / (D ln 2)). On grayscale data scored by a Bernoulli model they are cross-entropies, not normalised
-likelihoods (see :class:`vaekit.likelihoods.BernoulliLikelihood`); they still rank examples.
+likelihoods (see :class:`vaekit.likelihoods.BernoulliLikelihood`), and a cross-entropy holds the entropy of
+the image itself, sum_d H(x_d) (H(x_d) = -x_d log x_d - (1 - x_d) log(1 - x_d)): images with little grey (few
+strokes) look likely to any model. ``relative=True`` subtracts it. In general it adds log p_sat(x), the
+log-likelihood of x under the best parameters the likelihood family allows (decoded mean = x, the "saturated
+model" of a GLM), so the score is the NLL *in excess of* what any decoder could reach (for a Bernoulli decoder
+that is half the deviance, sum_d KL(Bern(x_d) || Bern(p_d)), averaged over q, plus the KL term). It changes no
+ranking for binary data (H = 0) or Gaussian decoders (log p_sat is the same for every x); it is registered per
+likelihood in :data:`SATURATED`.
 
 The k posterior draws are *common random numbers*: one seeded set of k standard-normal vectors eps_i (k, L)
 is shared by every example, z_i = mu(x) + sigma(x) * eps_i. So an example's score is a deterministic function
@@ -34,6 +41,7 @@ import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -56,6 +64,23 @@ SCORE_LABELS = {
     "elbo": "-ELBO (k={k})",
     "recon": "reconstruction squared error",
 }
+SaturatedFn = Callable[[VAE, torch.Tensor], torch.Tensor]
+SATURATED: Registry[SaturatedFn] = Registry("saturated log-likelihood")  # keyed by ModelConfig.likelihood
+
+
+@SATURATED.register("bernoulli")
+def _bernoulli_saturated(model: VAE, x: torch.Tensor) -> torch.Tensor:
+    """log p(x | p = x) = sum_d x log x + (1 - x) log(1 - x) = -sum_d H(x_d): (B,) nats, 0 for binary data."""
+    flat = x.flatten(1)
+    return (torch.special.xlogy(flat, flat) + torch.special.xlogy(1 - flat, 1 - flat)).sum(1)
+
+
+@SATURATED.register("gaussian")
+def _gaussian_saturated(model: VAE, x: torch.Tensor) -> torch.Tensor:
+    """log N(x | mean = x, sigma) = -sum_d (log sigma_d + log(2 pi) / 2): (B,) nats, the same for every x."""
+    log_scale = cast(torch.Tensor, model.likelihood.log_scale)  # per-feature scales of GaussianLikelihood
+    value = -(log_scale.sum() + 0.5 * math.log(2 * math.pi) * log_scale.numel())
+    return value.to(x.dtype).expand(x.shape[0])
 
 
 def _log_px_z(model: VAE, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -112,6 +137,7 @@ def anomaly_scores(
     y: torch.Tensor | None = None,
     batch_size: int = 256,
     seed: int = 0,
+    relative: bool = False,
 ) -> torch.Tensor:
     """Score examples: higher means more anomalous.
 
@@ -133,6 +159,8 @@ def anomaly_scores(
         Examples per batch (memory holds about ``batch_size * min(k, 100)`` decoded examples).
     seed
         Seed of the k standard-normal draws shared by every example (see the module docstring).
+    relative
+        Likelihood scores only: subtract the saturated model's NLL (see the module docstring).
 
     Returns
     -------
@@ -142,7 +170,8 @@ def anomaly_scores(
     Raises
     ------
     ConfigError
-        An unknown method or unit, ``unit="bits"`` with ``recon``, or ``k`` / ``batch_size`` below 1.
+        An unknown method or unit, ``unit="bits"`` or ``relative`` with ``recon``, ``relative`` for a likelihood
+        without a registered saturated form, or ``k`` / ``batch_size`` below 1.
     DataError
         Data of another shape than the model's, or NaN / infinite values.
     """
@@ -155,6 +184,7 @@ def anomaly_scores(
         raise ConfigError(f"k must be at least 1, got {k}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    saturated = _saturated_fn(model, method) if relative else None
     model.eval()
     model.check_input(x)
     generator = torch.Generator().manual_seed(seed)
@@ -163,11 +193,26 @@ def anomaly_scores(
     for start in range(0, len(x), batch_size):
         xb = x[start : start + batch_size].to(model.device)
         yb = None if y is None else y[start : start + batch_size].to(model.device)
-        scores.append(score_fn(model, xb, noise, yb).cpu())
+        batch_scores = score_fn(model, xb, noise, yb)
+        if saturated is not None:
+            batch_scores = batch_scores + saturated(model, xb)  # NLL - NLL_sat
+        scores.append(batch_scores.cpu())
     result = torch.cat(scores) if scores else torch.zeros(0)
     if unit == "bits":
         result = objectives.bits_per_dim(result, model.num_dims)  # type: ignore[assignment]
     return result
+
+
+def _saturated_fn(model: VAE, method: str) -> SaturatedFn:
+    if method == "recon":
+        raise ConfigError("relative applies to the likelihood scores (iwae, elbo); recon is a squared error")
+    name = model.config.likelihood
+    if name not in SATURATED:
+        raise ConfigError(
+            f"relative scores need the saturated log-likelihood of the {name!r} likelihood, which vaekit knows only "
+            f"for {', '.join(SATURATED.names())}; score with relative=False"
+        )
+    return SATURATED.get(name)
 
 
 # -- thresholds ---------------------------------------------------------------------------------------------
@@ -212,7 +257,7 @@ class ScoreResult:
         The threshold in the score's unit, or ``None``.
     threshold_rule
         How the threshold was chosen, e.g. ``"fpr=0.05 on 150 held-out normal examples (validation split)"``.
-    method, k, unit, source
+    method, k, unit, relative, source
         What was scored and how.
     """
 
@@ -225,6 +270,7 @@ class ScoreResult:
     k: int
     unit: str
     source: str
+    relative: bool = False
 
     @property
     def num_flagged(self) -> int:
@@ -238,6 +284,8 @@ class ScoreResult:
             "bits/dim" if self.unit == "bits" else "nats per example"
         )
         name = SCORE_LABELS.get(self.method, self.method).format(k=self.k)
+        if self.relative:
+            name += " relative to the saturated model"
         return name if self.method == "recon" else f"{name}, {unit}"
 
     def to_records(self) -> np.ndarray:
@@ -348,6 +396,7 @@ def score(
     histogram: str | Path | None = None,
     batch_size: int = 256,
     seed: int = 0,
+    relative: bool = False,
 ) -> ScoreResult:
     """Score every example of a dataset (higher = more anomalous) and, with a threshold, decide 0/1.
 
@@ -357,7 +406,7 @@ def score(
         A model, or the path of a model or run directory.
     data
         A built-in dataset (its test split) or a path; default the model's own source.
-    method, k, unit, batch_size, seed
+    method, k, unit, batch_size, seed, relative
         As :func:`anomaly_scores`.
     data_dir
         Folder of the IDX files of ``mnist`` / ``fashion-mnist``.
@@ -415,7 +464,10 @@ def score(
 
     def scores_of(x: torch.Tensor, y: torch.Tensor | None) -> np.ndarray:
         y = y if model.num_classes else None  # only a conditional model reads labels
-        return anomaly_scores(model, x, method, k=k, unit=unit, y=y, batch_size=batch_size, seed=seed).double().numpy()
+        scores = anomaly_scores(
+            model, x, method, k=k, unit=unit, y=y, batch_size=batch_size, seed=seed, relative=relative
+        )
+        return scores.double().numpy()
 
     x, y, source, how = load_model_data(model, data, data_dir, seed)
     scores = scores_of(x, y)
@@ -449,6 +501,7 @@ def score(
         k=k,
         unit=unit,
         source=source,
+        relative=relative,
     )
     if out is not None:
         _write_scores(result, Path(out))

@@ -354,9 +354,9 @@ class ShardedExamples:
         num_workers: int = 0,
         seed: int = 0,
         pin_memory: bool = False,
-    ) -> DataLoader:
+    ) -> Iterator[Batch]:
         """This rank's batches of one epoch: ``(x, y)`` with x float32 ``(B, *shape)`` and y int64 ``(B,)``
-        labels or ``None``.
+        labels or ``None``. For one epoch; :meth:`loader` reads epoch after epoch with the same workers.
 
         Parameters
         ----------
@@ -378,8 +378,30 @@ class ShardedExamples:
         pin_memory
             Pin batches for fast copies to a GPU.
         """
-        stream = _Stream(self, batch_size, epoch, rank, world_size, shuffle, max(1, shuffle_buffer), seed)
-        return DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
+        loader = self.loader(batch_size, rank=rank, world_size=world_size, shuffle=shuffle,
+                             shuffle_buffer=shuffle_buffer, num_workers=num_workers, seed=seed, pin_memory=pin_memory,
+                             keep_workers=False)
+        return loader(epoch)
+
+    def loader(
+        self,
+        batch_size: int,
+        *,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle: bool = True,
+        shuffle_buffer: int = 16384,
+        num_workers: int = 0,
+        seed: int = 0,
+        pin_memory: bool = False,
+        keep_workers: bool = True,
+    ) -> EpochLoader:
+        """A reader of this rank's batches, epoch after epoch (``loader(epoch)``); arguments as :meth:`batches`.
+
+        With ``keep_workers`` the DataLoader workers are started at the first epoch and kept for the next ones.
+        """
+        stream = _Stream(self, batch_size, rank, world_size, shuffle, max(1, shuffle_buffer), seed)
+        return EpochLoader(stream, num_workers, pin_memory, keep_workers)
 
     def _to_batch(self, raw: np.ndarray, ids: np.ndarray, labels: np.ndarray | None) -> Batch:
         x = self.preprocessing.apply(raw)  # (B, *shape)
@@ -389,24 +411,47 @@ class ShardedExamples:
         return torch.from_numpy(x), None if labels is None else torch.from_numpy(labels)
 
 
+class EpochLoader:
+    """One rank's reader of a split, epoch after epoch: ``loader(epoch)`` iterates that epoch's batches.
+
+    The DataLoader workers (``num_workers`` > 0) are forked once, at the first epoch, and kept: the epoch reaches
+    them through a shared-memory counter. Forking a process that runs other threads can leave the child
+    deadlocked on CPython before 3.12 when a thread starts or ends at that instant (python/cpython#112275); a
+    loader that forked anew every epoch, right after the previous one's threads wound down, hung that way.
+    """
+
+    def __init__(self, stream: _Stream, num_workers: int, pin_memory: bool, keep_workers: bool = True) -> None:
+        self.stream = stream
+        # Its own generator: a DataLoader otherwise draws its workers' base seed from the global torch RNG, which
+        # would shift the training noise with every epoch's loader (and break exact resume).
+        generator = torch.Generator().manual_seed(stream.seed)
+        self.loader = DataLoader(stream, batch_size=None, num_workers=num_workers, pin_memory=pin_memory,
+                                 persistent_workers=keep_workers and num_workers > 0, generator=generator)
+
+    def __call__(self, epoch: int) -> Iterator[Batch]:
+        self.stream.epoch.fill_(epoch)  # read by the workers when the iteration (re)starts
+        return iter(self.loader)
+
+
 class _Stream(IterableDataset):  # type: ignore[type-arg]
     """The batches of one (rank, worker): see the module docstring."""
 
     def __init__(
-        self, examples: ShardedExamples, batch_size: int, epoch: int, rank: int, world_size: int, shuffle: bool,
+        self, examples: ShardedExamples, batch_size: int, rank: int, world_size: int, shuffle: bool,
         shuffle_buffer: int, seed: int,
     ) -> None:
         super().__init__()
-        self.examples, self.batch_size, self.epoch = examples, batch_size, epoch
+        self.examples, self.batch_size = examples, batch_size
         self.rank, self.world_size, self.shuffle = rank, world_size, shuffle
         self.capacity, self.seed = shuffle_buffer, seed
+        self.epoch = torch.zeros((), dtype=torch.int64).share_memory_()  # set by EpochLoader, shared with workers
 
-    def _segments(self, worker: int, workers: int) -> Iterator[tuple[int, int, int]]:
+    def _segments(self, epoch: int, worker: int, workers: int) -> Iterator[tuple[int, int, int]]:
         """(shard, first, stop) positions within the shard's kept rows, for this worker, in epoch order."""
         ex = self.examples
         lo, hi = ex._block(self.rank, self.world_size, drop_remainder=not ex.validation)
         start, stop = lo + (hi - lo) * worker // workers, lo + (hi - lo) * (worker + 1) // workers
-        order = (np.random.default_rng([self.seed, self.epoch]).permutation(len(ex.shards)) if self.shuffle
+        order = (np.random.default_rng([self.seed, epoch]).permutation(len(ex.shards)) if self.shuffle
                  else np.arange(len(ex.shards)))
         position = 0
         for s in order.tolist():
@@ -418,9 +463,11 @@ class _Stream(IterableDataset):  # type: ignore[type-arg]
             if position >= stop:
                 break
 
-    def _reads(self, worker: int, workers: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
+    def _reads(
+        self, epoch: int, worker: int, workers: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
         ex = self.examples
-        for s, first, stop in self._segments(worker, workers):
+        for s, first, stop in self._segments(epoch, worker, workers):
             rows = ex.plan.kept(s, ex.validation)[first:stop]
             for _, chunk, (x, y) in _read_rows(ex.shards[s], s, rows):
                 yield x, chunk + ex.offsets[s], (y if ex.has_labels else None)
@@ -428,11 +475,12 @@ class _Stream(IterableDataset):  # type: ignore[type-arg]
     def __iter__(self) -> Iterator[Batch]:
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        rng = np.random.default_rng([self.seed, self.epoch, self.rank, worker])
+        epoch = int(self.epoch)
+        rng = np.random.default_rng([self.seed, epoch, self.rank, worker])
         b = self.batch_size
         held: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]] = []
         count = 0
-        for piece in self._reads(worker, workers):
+        for piece in self._reads(epoch, worker, workers):
             held.append(piece)
             count += len(piece[1])
             keep = self.capacity // 2 if self.shuffle else 0

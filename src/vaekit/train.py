@@ -392,7 +392,9 @@ def train(
     ctx = distributed.init_context(resolve_device(config.train.device))
     try:
         distributed.barrier(ctx)  # every rank has checked `out` before rank 0 writes into it
-        return _train(config, out, resume, progress, data, ctx)
+        result = _train(config, out, resume, progress, data, ctx)
+        distributed.barrier(ctx)  # rank 0 has written the run; all ranks leave the group together
+        return result
     finally:
         distributed.close(ctx)
 
@@ -433,13 +435,12 @@ def _train(
         step_fn = torch.compile(step_fn)  # type: ignore[assignment]
     train_set, val_set = bundle.train, bundle.val
     conditional = bool(config.model.num_classes)
-    feed = _Feed(config, ctx, train_set, conditional)
-    val_feed = _Feed(config, ctx, val_set, conditional, validation=True)
     batch_size = distributed.local_batch_size(tc.batch_size, ctx.world_size)
-    steps_per_epoch = feed.num_batches(batch_size)
+    feed = _Feed(config, ctx, train_set, conditional, batch_size, first_epoch=state.epoch)
+    val_feed = _Feed(config, ctx, val_set, conditional, max(batch_size, 256), validation=True)
+    steps_per_epoch = feed.num_batches()
     total_steps = steps_per_epoch * tc.epochs
     dynamic = config.data.binarize == "dynamic"
-    eval_batch = max(batch_size, 256)
     extra = {"binarize": config.data.binarize, "training": {"config": config.to_dict()}}
     last_dir, best_dir = out / "last", out / "best"
     stopped_early = out_of_time = False
@@ -453,7 +454,7 @@ def _train(
             total=steps_per_epoch, desc=f"epoch {state.epoch + 1}/{tc.epochs}", leave=False, dynamic_ncols=True,
             disable=not (progress and ctx.is_main),
         )
-        for i, (batch_x, y) in enumerate(feed.batches(batch_size, state.epoch, shuffle_gen)):
+        for i, (batch_x, y) in enumerate(feed.batches(state.epoch, shuffle_gen)):
             elapsed = state.train_time_s + time.perf_counter() - epoch_start
             if tc.time_budget_s > 0 and ctx.distributed:  # one clock for all, so all stop at the same step
                 elapsed = distributed.all_reduce_sum(ctx, [elapsed])[0] / ctx.world_size
@@ -507,7 +508,7 @@ def _train(
             "epoch": state.epoch,
             "step": state.step,
             "train_loss": loss_sum / max(loss_count, 1),
-            **_validate(model, val_feed.batches(eval_batch), len(val_set), ctx, tc.eval_k if nll_due else 0),
+            **_validate(model, val_feed.batches(), len(val_set), ctx, tc.eval_k if nll_due else 0),
             "kl_weight": objectives.kl_weight(state.step, config.objective.beta, config.objective.kl_warmup_steps),
             "lr": learning_rate(state.step, total_steps, config, state.train_time_s),
             "skipped_steps": state.skipped_steps,
@@ -562,15 +563,17 @@ class _Feed:
 
     In memory (a tensor on the device, or a memory-mapped :class:`ExampleSet`) an epoch's order is a
     permutation from the shared ``shuffle`` generator and this rank takes :func:`distributed.shard` of it;
-    validation takes every N-th example. A :class:`ShardedExamples` split streams (see :mod:`vaekit.shards`).
+    validation takes every N-th example. A :class:`ShardedExamples` split streams (see :mod:`vaekit.shards`)
+    through one loader whose workers start here, before the loop starts threads of its own, and last the run.
     Dynamic binarization draws one fixed sample of the validation split, so its ELBOs compare across epochs.
     """
 
     def __init__(
         self, config: Config, ctx: Context, examples: ExampleSet | ShardedExamples, conditional: bool,
-        validation: bool = False,
+        batch_size: int, validation: bool = False, first_epoch: int = 0,
     ) -> None:
         self.config, self.ctx, self.examples, self.validation = config, ctx, examples, validation
+        self.batch_size = batch_size
         self.x: torch.Tensor | None = None
         self.y: torch.Tensor | None = None
         self.fixed_draw = validation and config.data.binarize == "dynamic"
@@ -578,6 +581,12 @@ class _Feed:
             if conditional and not examples.has_labels:
                 _labels(examples, config, ctx.device)  # raises the missing-labels error
             self.labelled = conditional
+            self.loader = examples.loader(
+                batch_size, rank=ctx.rank, world_size=ctx.world_size, shuffle=not validation,
+                shuffle_buffer=config.data.shuffle_buffer, num_workers=config.data.num_workers,
+                seed=config.train.seed + 1, pin_memory=ctx.device.type == "cuda",
+            )
+            self.started: tuple[int, Iterator[Batch]] | None = (first_epoch, self.loader(first_epoch))
             return
         self.labelled = False
         self.x = examples.tensor().to(ctx.device) if validation else _maybe_on_device(examples, ctx.device)
@@ -590,24 +599,20 @@ class _Feed:
         seed = distributed.rank_seed(self.config.train.seed + 3, rank)
         return torch.Generator(device=self.ctx.device).manual_seed(seed)
 
-    def num_batches(self, batch_size: int) -> int:
+    def num_batches(self) -> int:
         """Training batches per epoch of this rank (the same on every rank)."""
         if isinstance(self.examples, ShardedExamples):
-            return self.examples.num_batches(batch_size, self.ctx.world_size, self.config.data.num_workers)
-        return math.ceil(len(self.examples) // self.ctx.world_size / batch_size)
+            return self.examples.num_batches(self.batch_size, self.ctx.world_size, self.config.data.num_workers)
+        return math.ceil(len(self.examples) // self.ctx.world_size / self.batch_size)
 
-    def batches(self, batch_size: int, epoch: int = 0, shuffle_gen: torch.Generator | None = None) -> Iterator[Batch]:
+    def batches(self, epoch: int = 0, shuffle_gen: torch.Generator | None = None) -> Iterator[Batch]:
         """This rank's batches: of epoch ``epoch`` in a fresh order (training), or in order (validation)."""
-        ctx, examples = self.ctx, self.examples
+        ctx, examples, b = self.ctx, self.examples, self.batch_size
         if isinstance(examples, ShardedExamples):
-            data = self.config.data
-            loader = examples.batches(
-                batch_size, epoch=epoch, rank=ctx.rank, world_size=ctx.world_size, shuffle=not self.validation,
-                shuffle_buffer=data.shuffle_buffer, num_workers=data.num_workers, seed=self.config.train.seed + 1,
-                pin_memory=ctx.device.type == "cuda",
-            )
+            started, self.started = self.started, None
+            batches = started[1] if started is not None and started[0] == epoch else self.loader(epoch)
             generator = self._val_generator(ctx.rank) if self.fixed_draw else None
-            for x, y in loader:
+            for x, y in batches:
                 x = x.to(ctx.device, non_blocking=True)
                 if generator is not None:
                     x = torch.bernoulli(x, generator=generator)
@@ -618,8 +623,8 @@ class _Feed:
         else:
             assert shuffle_gen is not None  # internal: training always passes the shared generator
             order = distributed.shard(torch.randperm(len(examples), generator=shuffle_gen), ctx.rank, ctx.world_size)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for start in range(0, len(order), b):
+            idx = order[start : start + b]
             x = self.x[idx.to(self.x.device)] if self.x is not None else examples.batch(idx).to(ctx.device)
             yield x, (None if self.y is None else self.y[idx.to(self.y.device)])
 
@@ -627,7 +632,7 @@ class _Feed:
         """The first ``n`` examples this rank validates on (for the reconstruction figure)."""
         if self.x is not None:
             return self.x[:n], None if self.y is None else self.y[:n]
-        x, y = next(iter(self.batches(n)))
+        x, y = next(iter(self.batches()))
         return x[:n], None if y is None else y[:n]
 
 

@@ -81,6 +81,10 @@ def test_score_in_bits_per_dim_matches_nats(capsys: pytest.CaptureFixture[str], 
                    "--out", str(tmp_path / f"{unit}.npy"), "--quiet")[0] == 0
     nats, bits = (np.load(tmp_path / f"{unit}.npy")["score"] for unit in ("nats", "bits"))
     np.testing.assert_allclose(bits, nats / (64 * np.log(2)), rtol=1e-5)
+    code, out, _ = run(capsys, "score", str(run_dir), "--method", "elbo", "--k", "5", "--relative",
+                       "--out", str(tmp_path / "relative.npy"), "--quiet")
+    assert code == 0 and "-ELBO (k=5) relative to the saturated model, nats per example" in out
+    assert (np.load(tmp_path / "relative.npy")["score"] < nats).all()  # the digits' own entropy is removed
 
 
 def test_score_bad_input_is_one_line(capsys: pytest.CaptureFixture[str], run_dir: Path, tmp_path: Path) -> None:

@@ -159,7 +159,7 @@ def test_conditional_model_needs_labelled_data(cvae: VAE) -> None:
 # -- the point of it: samples of the class asked for --------------------------------------------------------
 @pytest.fixture(scope="module")
 def fast_classifier(tmp_path_factory: pytest.TempPathFactory, cvae: VAE) -> Classifier:
-    cache = tmp_path_factory.mktemp("classifiers")
+    cache = tmp_path_factory.getbasetemp() / "classifier-cache"  # shared with tests/unit/test_quality.py
     return get_classifier("digits", cvae.preprocessing, cache_dir=cache, settings=ClassifierSettings(steps=300))
 
 

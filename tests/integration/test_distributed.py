@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -35,11 +36,22 @@ TINY = ["--device", "cpu", "--quiet", "model.latent_dim=3", "model.hidden_dims=[
 ELBO_TOLERANCE = 2.0
 
 
+def _run(command: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` in its own session; on a timeout kill all of it (the launcher and every rank it started)."""
+    process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        pytest.fail(f"{' '.join(command)} hung for {TIMEOUT} s: {err[-2000:]}")
+    assert process.returncode == 0, out + err
+    return subprocess.CompletedProcess(command, process.returncode, out, err)
+
+
 def _vaekit(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "vaekit", *argv], cwd=cwd, capture_output=True, text=True,
-                            timeout=TIMEOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
+    return _run([sys.executable, "-m", "vaekit", *argv], cwd=cwd)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -136,9 +148,7 @@ def test_torchrun_streams_shards_and_skips_a_bad_step_on_every_rank(tmp_path):
     (tmp_path / "script.py").write_text(textwrap.dedent(SCRIPT))
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                str(tmp_path / "script.py"), str(data), str(tmp_path / "run"), str(tmp_path)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode == 0, done.stdout + done.stderr
+    _run(command)
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert ranks[0]["skipped"] == ranks[1]["skipped"] == 1
     assert ranks[0]["metrics"] == ranks[1]["metrics"]  # all-reduced: the same numbers on every rank

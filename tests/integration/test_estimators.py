@@ -42,6 +42,14 @@ def test_scikit_learn_estimator_checks(estimator: Any, check: Any, no_figures: N
     check(estimator)
 
 
+def test_package_exports_the_estimators() -> None:
+    import vaekit
+
+    assert vaekit.AnomalyDetector is AnomalyDetector and vaekit.VAETransformer is VAETransformer
+    with pytest.raises(AttributeError, match="has no attribute 'AnomalyDetecter'"):
+        vaekit.AnomalyDetecter  # noqa: B018
+
+
 def test_constructor_stores_arguments_unchanged() -> None:
     hidden = [16, 8]  # even a list: stored as given, not converted
     detector = AnomalyDetector(latent_dim=3, hidden_dims=hidden, contamination=0.7, random_state=5)  # type: ignore[arg-type]
@@ -50,7 +58,7 @@ def test_constructor_stores_arguments_unchanged() -> None:
     assert params["latent_dim"] == 3 and params["random_state"] == 5 and params["method"] == "iwae"
     assert clone(detector).get_params()["hidden_dims"] == hidden
     assert detector.set_params(latent_dim=4).latent_dim == 4
-    assert set(VAETransformer().get_params()) == set(params) - {"method", "k", "contamination"}
+    assert set(VAETransformer().get_params()) == set(params) - {"method", "k", "relative", "contamination"}
 
 
 def test_detector_finds_noise_among_digits(digits: tuple[np.ndarray, np.ndarray], no_figures: None) -> None:

@@ -38,7 +38,7 @@ def test_readme_setup_commands_are_what_ci_runs() -> None:
 
 
 def test_every_cli_command_in_readme_has_help(capsys: pytest.CaptureFixture[str]) -> None:
-    commands = set(re.findall(r"^vaekit (\w+)", README, flags=re.M))
+    commands = set(re.findall(r"^vaekit ([\w-]+)", README, flags=re.M))
     assert {"train", "evaluate", "sample", "reconstruct", "interpolate", "traverse", "embed"} <= commands
     for command in sorted(commands):
         assert main([command, "--help"]) == 0

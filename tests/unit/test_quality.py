@@ -142,7 +142,8 @@ def test_precision_recall_identical_disjoint_and_mode_dropping() -> None:
 # -- the feature extractor -------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def extractor_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("classifiers")
+    """One extractor cache for the session (tests/integration/test_conditional.py reuses the digits one)."""
+    return tmp_path_factory.getbasetemp() / "classifier-cache"
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from vaekit.data import Preprocessing
 from vaekit.errors import ConfigError, DataError, OutputError
 from vaekit.model import VAE
 from vaekit.score import (
+    SATURATED,
     SCORES,
     ScoreResult,
     anomaly_scores,
@@ -108,6 +109,30 @@ def test_bits_per_dim_is_nats_over_d_ln2(tiny_model: Callable[..., VAE], digits_
     nats = anomaly_scores(model, digits_x, "elbo", k=3)
     bits = anomaly_scores(model, digits_x, "elbo", k=3, unit="bits")
     torch.testing.assert_close(bits, nats / (64 * math.log(2)))
+
+
+def test_relative_scores_subtract_the_saturated_log_likelihood(
+    tiny_model: Callable[..., VAE], digits_x: torch.Tensor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = tiny_model()
+    flat = digits_x.flatten(1).double()
+    entropy = -(flat * flat.log().nan_to_num(0.0) + (1 - flat) * (1 - flat).log().nan_to_num(0.0)).sum(1)
+    for method in ("iwae", "elbo"):
+        plain = anomaly_scores(model, digits_x, method, k=5)
+        relative = anomaly_scores(model, digits_x, method, k=5, relative=True)
+        torch.testing.assert_close(relative.double(), plain.double() - entropy, rtol=0, atol=1e-3)
+        assert (relative < plain).all()  # grey pixels carry entropy
+    binary = (digits_x > 0.5).float()
+    assert torch.equal(anomaly_scores(model, binary, relative=True, k=5), anomaly_scores(model, binary, k=5))
+    gaussian = tiny_model(likelihood="gaussian", gaussian_scale=0.5)
+    shift = anomaly_scores(gaussian, digits_x, k=5, relative=True) - anomaly_scores(gaussian, digits_x, k=5)
+    expected = -64 * (math.log(0.5) + 0.5 * math.log(2 * math.pi))  # log N(x | x, 0.5) summed over 64 pixels
+    torch.testing.assert_close(shift, torch.full((64,), expected), rtol=0, atol=1e-3)
+    with pytest.raises(ConfigError, match="relative applies to the likelihood scores"):
+        anomaly_scores(model, digits_x, "recon", relative=True)
+    monkeypatch.delitem(SATURATED._items, "gaussian")
+    with pytest.raises(ConfigError, match="saturated log-likelihood of the 'gaussian' likelihood, which vaekit knows"):
+        anomaly_scores(gaussian, digits_x, relative=True)
 
 
 def test_trained_model_scores_noise_as_anomalous(trained: VAE, digits_x: torch.Tensor) -> None:
