@@ -30,8 +30,6 @@ import hashlib
 import io
 import logging
 import math
-import os
-import tempfile
 import time
 import zlib
 from collections.abc import Iterator
@@ -65,6 +63,7 @@ from vaekit.container import (
 )
 from vaekit.errors import ConfigError, DataError, OutputError
 from vaekit.model import VAE
+from vaekit.serialization import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -295,18 +294,8 @@ def _atomic_stream(out: Path | None) -> Iterator[BinaryIO]:
         return
     if out.is_dir():
         raise OutputError(f"output {str(out)!r} is a directory; pass a file name")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    except OSError as exc:
-        raise OutputError(f"cannot write {str(out)!r}: {exc.strerror}; choose a writable output path") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(out) as handle:
+        yield handle
 
 
 PROGRESS_DELAY_S = 0.5  # a bar appears only on inputs that take longer than this
