@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vaekit.config import Config, ModelConfig, resolve_config
-from vaekit.model import VAE
+from vaekit.model import VAE, build_model
 from vaekit.presets import get_preset
 
 # A model small enough that a digits epoch takes milliseconds; figures stay small too.
@@ -45,12 +45,13 @@ def digits_x() -> torch.Tensor:
 
 @pytest.fixture
 def tiny_model() -> Callable[..., VAE]:
-    """``tiny_model(shape=(1, 8, 8), seed=0, **model_fields)``: a freshly seeded small VAE."""
+    """``tiny_model(shape=(1, 8, 8), seed=0, **model_fields)``: a freshly seeded small VAE (hierarchical when
+    ``latent_layers`` is given)."""
 
     def make(shape: tuple[int, ...] = (1, 8, 8), seed: int = 0, **fields: object) -> VAE:
         settings: dict[str, object] = {"latent_dim": 3, "hidden_dims": (16,), "channels": (4, 8), **fields}
         torch.manual_seed(seed)
-        return VAE(ModelConfig(**settings), shape)  # type: ignore[arg-type]
+        return build_model(ModelConfig(**settings), shape)  # type: ignore[arg-type]
 
     return make
 

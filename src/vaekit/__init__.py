@@ -16,8 +16,9 @@ from vaekit.embed import embed
 from vaekit.errors import ConfigError, DataError, ModelFileError, OutputError, TrainingError, VaeKitError
 from vaekit.evaluate import EvalReport, evaluate
 from vaekit.export import export
+from vaekit.hvae import HierarchicalVAE
 from vaekit.interpolate import interpolate
-from vaekit.model import VAE
+from vaekit.model import VAE, build_model
 from vaekit.plot_latent import plot_latent
 from vaekit.probe import ProbeReport, probe
 from vaekit.quality import QualityReport, sample_quality
@@ -40,6 +41,7 @@ __all__ = [
     "DataError",
     "DecompressReport",
     "EvalReport",
+    "HierarchicalVAE",
     "ModelConfig",
     "ModelFileError",
     "ObjectiveConfig",
@@ -53,6 +55,7 @@ __all__ = [
     "VAETransformer",
     "VaeKitError",
     "__version__",
+    "build_model",
     "compress",
     "decompress",
     "embed",

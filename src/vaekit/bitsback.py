@@ -61,7 +61,17 @@ import numpy as np
 import torch
 from torch.distributions import Distribution, Independent, Normal
 
-from vaekit.codecs import BitsBack, Categorical, Codec, CodecError, TwoLevel, Uniform, ans_coder, initial_words
+from vaekit.codecs import (
+    Autoregressive,
+    BitsBack,
+    Categorical,
+    Codec,
+    CodecError,
+    TwoLevel,
+    Uniform,
+    ans_coder,
+    initial_words,
+)
 from vaekit.config import Config
 from vaekit.errors import ConfigError, DataError
 from vaekit.likelihoods import LEVELS, DiscretizedLogisticMixture
@@ -365,10 +375,12 @@ class BitsBackModel:
         x = torch.from_numpy(np.asarray(symbols, dtype=np.float32)) / self.coding.scale
         return x.reshape(-1, *self.model.data_shape).to(self.model.device)
 
-    def _latents(self, buckets: np.ndarray) -> torch.Tensor:
+    def _latents(self, buckets: np.ndarray, width: int | None = None) -> torch.Tensor:
+        """Bucket indices -> latent values (n, width): the first ``width`` (default all) latent dimensions."""
         tables = self._checked()
-        index = torch.from_numpy(buckets).long().reshape(-1, self.model.latent_dim)  # (n, L)
-        z = tables.prior_loc + tables.prior_scale * tables.centres[index].double()
+        width = self.model.latent_dim if width is None else width
+        index = torch.from_numpy(np.ascontiguousarray(buckets)).long().reshape(-1, width)  # (n, width)
+        z = tables.prior_loc[:width] + tables.prior_scale[:width] * tables.centres[index].double()
         return z.float().to(self.model.device)
 
     def _blocks(self, n: int) -> list[slice]:
@@ -417,9 +429,28 @@ class BitsBackModel:
 
     @torch.no_grad()
     def posterior_codec(self, symbols: np.ndarray) -> Codec:
-        """Codec of the buckets of z under q(z|x) for x given as symbols (n * D,)."""
+        """Codec of the buckets of z under q(z|x) for x given as symbols (n * D,).
+
+        A hierarchical posterior (one with ``layers()``, see :mod:`vaekit.hvae`) is coded layer by layer, top
+        first: each layer's q is computed given the bucket centres already fixed for the layers above it, on the
+        encoder's and the decoder's side alike."""
         x = self.to_input(symbols)  # (n, *shape)
         blocks = self._blocks(len(x))
+        sizes = getattr(self.model, "layer_sizes", None)
+        if sizes is not None and len(sizes) > 1:
+            encode: Callable[[torch.Tensor], Any] = self.model.encode  # a TopDownPosterior, with layers()
+            posteriors = self._map(lambda i: encode(x[blocks[i]]).layers(), len(blocks))
+
+            def layer(j: int, earlier: np.ndarray) -> Codec:
+                upper = self._latents(earlier, width=earlier.shape[1]) if earlier.size else None
+                tables = self._map(
+                    lambda i: self._gaussian_tables(*posteriors[i].conditional(j, _rows(upper, blocks[i], x))),
+                    len(blocks),
+                )
+                rows = [slice(b.start * sizes[j], b.stop * sizes[j]) for b in blocks]
+                return self._codec(tables, rows, self.config.posterior_precision)
+
+            return Autoregressive(tuple(sizes), layer)
         tables = self._map(lambda i: self._posterior_tables(x[blocks[i]]), len(blocks))
         latent = self.model.latent_dim
         rows = [slice(b.start * latent, b.stop * latent) for b in blocks]
@@ -433,8 +464,14 @@ class BitsBackModel:
         if not isinstance(base, Normal):
             raise ConfigError("bits-back coding needs a diagonal Gaussian posterior q(z|x)")
         # Standardize by the prior, whose buckets are those of N(0, 1).
-        mu = ((base.loc.detach().double().cpu() - tables.prior_loc) / tables.prior_scale).reshape(-1, 1)
-        sigma = (base.scale.detach().double().cpu() / tables.prior_scale).reshape(-1, 1)
+        loc, scale = base.loc.detach().double().cpu(), base.scale.detach().double().cpu()
+        return self._gaussian_tables((loc - tables.prior_loc) / tables.prior_scale, scale / tables.prior_scale)
+
+    def _gaussian_tables(self, mean: torch.Tensor, std: torch.Tensor) -> Tables:
+        """Bucket masses of N(mean, std^2) in the prior's standardized coordinates, coarse then fine."""
+        tables = self._checked()
+        mu = mean.detach().double().cpu().reshape(-1, 1)
+        sigma = std.detach().double().cpu().reshape(-1, 1)
         fine_size = 2 ** (self.config.latent_bits - self.config.latent_bits // 2)
         # Phi(t) = erfc(-t / sqrt 2) / 2, with t = (edge - mu) / sigma: erfc of (scaled edge + shift) * gain.
         shift, gain = mu * math.sqrt(0.5), 1.0 / sigma
@@ -454,6 +491,11 @@ class BitsBackModel:
         self._checked()
         prior = Uniform(2**self.config.latent_bits, n * self.model.latent_dim)
         return BitsBack(prior=prior, likelihood=self.likelihood_codec, posterior=self.posterior_codec)
+
+
+def _rows(upper: torch.Tensor | None, rows: slice, x: torch.Tensor) -> torch.Tensor:
+    """The fixed upper-layer latents of a block of examples; (n, 0) for the top layer, which has none."""
+    return upper[rows] if upper is not None else x.new_zeros(rows.stop - rows.start, 0)
 
 
 # -- chunks ------------------------------------------------------------------------------------------------------

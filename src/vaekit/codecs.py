@@ -239,6 +239,32 @@ class TwoLevel:
 
 
 @dataclass(frozen=True)
+class Autoregressive:
+    """N examples of ``sum(sizes)`` symbols coded block by block: block i (columns of ``sizes[i]`` symbols of each
+    example) with a codec that depends on the blocks before it, ``block(i, earlier)``, where ``earlier`` is
+    (N, sum(sizes[:i])). Pop goes from block 0 on; push runs the blocks in reverse, as a stack must.
+
+    Codes the layers of a hierarchical posterior q(z_S|x) q(z_S-1|z_S, x) ... one after another."""
+
+    sizes: tuple[int, ...]
+    block: Callable[[int, np.ndarray], Codec]
+
+    def push(self, coder: Any, symbols: np.ndarray) -> None:
+        values = np.asarray(symbols, dtype=np.int64).reshape(-1, sum(self.sizes))
+        bounds = np.cumsum([0, *self.sizes]).tolist()
+        codecs = [self.block(i, values[:, : bounds[i]]) for i in range(len(self.sizes))]
+        for i in reversed(range(len(self.sizes))):
+            codecs[i].push(coder, values[:, bounds[i] : bounds[i + 1]])
+
+    def pop(self, coder: Any) -> np.ndarray:
+        parts: list[np.ndarray] = []
+        for i, size in enumerate(self.sizes):
+            earlier = np.concatenate(parts, axis=1) if parts else np.zeros((0, 0), dtype=np.int64)
+            parts.append(np.asarray(self.block(i, earlier).pop(coder), dtype=np.int64).reshape(-1, size))
+        return np.concatenate(parts, axis=1).reshape(-1)
+
+
+@dataclass(frozen=True)
 class BitsBack:
     """Bits-back coding of x with a latent variable model (BB-ANS, Townsend et al. 2019, arXiv:1901.04866).
 

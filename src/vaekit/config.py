@@ -59,6 +59,15 @@ class ModelConfig:
     mixture_components
         ``discretized_logistic`` only: logistic components per data element (1 = one discretized logistic,
         more = a discretized mixture of logistics, Salimans et al. 2017, arXiv:1701.05517).
+    latent_layers
+        Sizes of the stochastic layers of a hierarchical (top-down, ladder) VAE, bottom layer (nearest x) first:
+        units for ``mlp``, channels on the latent grid for ``conv`` (see :mod:`vaekit.hvae`). Empty (the
+        default) gives the one-layer VAE; when set, ``latent_dim`` is ignored (the latent size is the sum).
+    residual_blocks
+        Hierarchical VAE: residual blocks per stochastic layer in each of the bottom-up and top-down passes.
+    weight_norm
+        Hierarchical VAE: weight normalisation of every layer (Salimans and Kingma 2016, arXiv:1602.07868),
+        a stabiliser for deep stacks.
     """
 
     architecture: str = "mlp"
@@ -70,6 +79,9 @@ class ModelConfig:
     gaussian_scale: float | None = None
     num_classes: int = 0
     mixture_components: int = 1
+    latent_layers: tuple[int, ...] = ()
+    residual_blocks: int = 1
+    weight_norm: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,6 +151,13 @@ class ObjectiveConfig:
         arXiv:1606.04934); 0 disables it. Only the training loss uses it; reported ELBOs never do.
     k
         Number of importance samples of the ``iwae`` objective.
+    estimator
+        Gradient estimator of the ``iwae`` objective: ``iwae`` (plain reparameterisation) or ``dreg`` (doubly
+        reparameterised, Tucker et al. 2018, arXiv:1810.04152: lower-variance inference-network gradients
+        whose signal does not fade as k grows). The bound itself is the same.
+    free_bits_per
+        What ``free_bits`` floors: each latent ``dimension`` or each stochastic ``layer`` of a hierarchical VAE
+        (a one-layer VAE has one layer: the whole latent).
     """
 
     name: Literal["elbo", "iwae"] = "elbo"
@@ -146,6 +165,8 @@ class ObjectiveConfig:
     kl_warmup_steps: int = 0
     free_bits: float = 0.0
     k: int = 5
+    estimator: Literal["iwae", "dreg"] = "iwae"
+    free_bits_per: Literal["dimension", "layer"] = "dimension"
 
 
 @dataclass(frozen=True)
@@ -167,9 +188,20 @@ class TrainConfig:
     optimizer
         ``adam`` or ``adamw``.
     schedule
-        ``constant`` or ``cosine`` (cosine decay from ``lr`` to 0 over all steps).
+        ``constant``, ``cosine`` (cosine decay from ``lr`` to 0 over the run) or ``step`` (``lr``, then a tenth
+        of it from half the run, a hundredth from three quarters). "The run" is all steps, or the seconds
+        of ``time_budget_s`` when a budget is set.
+    warmup_steps
+        Learning-rate warm-up: the rate rises linearly from 0 over this many first steps, then follows
+        ``schedule``; 0 disables it.
     grad_clip
         Clip the global gradient norm to this value; 0 disables clipping.
+    skip_grad_norm
+        Skip (and count, as ``skipped_grad_norm`` in the metrics) every update whose gradient norm, before
+        clipping, exceeds this value: rare exploding batches of deep hierarchies (as in VDVAE); 0 disables it.
+    ema
+        Decay of an exponential moving average of the weights (e.g. 0.999), used for validation and written
+        as the best and last models; the optimiser keeps training the raw weights. 0 disables it.
     max_bad_steps
         Stop training after this many consecutive updates skipped for a non-finite loss or gradient.
     patience
@@ -202,8 +234,11 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     optimizer: Literal["adam", "adamw"] = "adam"
-    schedule: Literal["constant", "cosine"] = "constant"
+    schedule: Literal["constant", "cosine", "step"] = "constant"
+    warmup_steps: int = 0
     grad_clip: float = 0.0
+    skip_grad_norm: float = 0.0
+    ema: float = 0.0
     max_bad_steps: int = 20
     patience: int = 0
     eval_k: int = 0

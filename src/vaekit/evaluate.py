@@ -49,6 +49,7 @@ class EvalReport:
     latent_dim: int
     recon_mse: float
     kl_per_dim: list[float] = field(default_factory=list)
+    kl_per_layer: list[float] = field(default_factory=list)
     seconds: float = 0.0
     sample_quality: dict[str, Any] | None = None  # vaekit.quality.QualityReport.to_dict(), with samples > 0
 
@@ -68,7 +69,17 @@ class EvalReport:
             ("bits/dim (-ELBO)", f"{self.elbo_bits_per_dim:.4f}"),
             ("active units", f"{self.active_units} / {self.latent_dim} (Var[mu] > {ACTIVE_UNIT_THRESHOLD})"),
             ("reconstruction MSE", f"{self.recon_mse:.5f} per dimension"),
-            ("KL per latent dim", " ".join(f"{v:.2f}" for v in self.kl_per_dim)),
+            *(
+                [("KL per layer (top first)", " ".join(f"{v:.2f}" for v in self.kl_per_layer) + " nats")]
+                if len(self.kl_per_layer) > 1
+                else []
+            ),
+            (
+                "KL per latent dim",
+                " ".join(f"{v:.2f}" for v in self.kl_per_dim)
+                if len(self.kl_per_dim) <= 64
+                else f"{len(self.kl_per_dim)} values (in the JSON report)",
+            ),
             ("time", f"{self.seconds:.1f} s (k={self.k} in chunks of {self.chunk_size}, seed {self.seed})"),
         ]
         if self.sample_quality is not None:
@@ -166,6 +177,8 @@ def evaluate(
         raise ConfigError(f"k must be at least 1, got {k}; use --k 1000 for a meaningful NLL")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ConfigError(f"chunk_size must be at least 1, got {chunk_size}; omit it for the default")
     model.eval()
     if isinstance(data, torch.Tensor):
         x_all, y_all, source, how = data.to(model.device), labels, "tensor", "as given"
@@ -212,6 +225,10 @@ def evaluate(
         elbo=totals["elbo"] / n,
         log_px_z=totals["log_px_z"] / n,
         kl=totals["kl"] / n,
+        kl_per_layer=[
+            round(float(part.sum()) / n, 6)
+            for part in kl_dims.split(objectives.layer_sizes(model, model.latent_dim))
+        ],
         nll_nats=nll,
         bits_per_dim=float(objectives.bits_per_dim(nll, model.num_dims)),
         elbo_bits_per_dim=float(objectives.bits_per_dim(-totals["elbo"] / n, model.num_dims)),

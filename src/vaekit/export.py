@@ -192,6 +192,11 @@ def _export_onnx(model: VAE, out: Path, *, check: bool, seed: int) -> Path:
             f"this model is conditional ({model.num_classes} classes); ONNX export takes unconditional models only "
             "for now: export a model trained with model.num_classes=0"
         )
+    if model.config.latent_layers:
+        raise ConfigError(
+            "this is a hierarchical VAE (model.latent_layers); its posterior is not one Gaussian, so the ONNX "
+            "encoder graph does not fit it: ONNX export takes one-layer VAEs only for now (serve it with vaekit serve)"
+        )
     outputs = LIKELIHOOD_OUTPUTS.get(model.config.likelihood)
     original_device, was_training = model.device, model.training
     model = model.to("cpu").eval()

@@ -207,3 +207,13 @@ class VAE(nn.Module):
     ) -> torch.Tensor:
         """Importance-weighted estimate of log p(x) (log p(x|y) if conditional) with ``k`` samples, in nats. (B,)."""
         return objectives.iwae_bound(self, x, k, chunk_size, y=y)
+
+
+def build_model(config: ModelConfig, data_shape: tuple[int, ...]) -> VAE:
+    """The model a config describes: :class:`VAE`, or :class:`vaekit.hvae.HierarchicalVAE` when
+    ``config.latent_layers`` is set."""
+    if config.latent_layers:
+        from vaekit.hvae import HierarchicalVAE
+
+        return HierarchicalVAE(config, data_shape)
+    return VAE(config, data_shape)

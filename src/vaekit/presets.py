@@ -64,6 +64,41 @@ _add(
     ),
 )
 _add(
+    "binarized-mnist-hvae",
+    "record likelihood per CPU-hour: dynamically binarized MNIST, top-down hierarchical VAE (MLP residual blocks, "
+    "width 512, stochastic layers 64 + 32, weight norm), KL warm-up, EMA, LR warm-up + cosine over a 60-minute "
+    "budget (--time-budget to change it)",
+    Config(
+        model=ModelConfig(
+            architecture="mlp", likelihood="bernoulli", latent_layers=(64, 32), hidden_dims=(512,),
+            residual_blocks=1, weight_norm=True, activation="silu",
+        ),
+        data=DataConfig(source="mnist", binarize="dynamic", val_fraction=1 / 12),
+        objective=ObjectiveConfig(name="elbo", kl_warmup_steps=10_000),
+        train=TrainConfig(
+            epochs=1_000_000, batch_size=128, lr=2e-3, schedule="cosine", warmup_steps=500, time_budget_s=3600,
+            ema=0.999, skip_grad_norm=2000.0, eval_every=25, eval_k=0,
+        ),
+    ),
+)
+_add(
+    "mnist8-hvae",
+    "8-bit MNIST (uint8 pixels, discretized logistic mixture): top-down hierarchical VAE, MLP residual blocks, "
+    "stochastic layers 64 + 32; bits/dim; 60-minute budget (--time-budget to change it); vaekit compress codes it",
+    Config(
+        model=ModelConfig(
+            architecture="mlp", likelihood="discretized_logistic", mixture_components=3, latent_layers=(64, 32),
+            hidden_dims=(512,), residual_blocks=1, weight_norm=True, activation="silu",
+        ),
+        data=DataConfig(source="mnist", binarize="none", val_fraction=1 / 12),
+        objective=ObjectiveConfig(name="elbo", kl_warmup_steps=5_000),
+        train=TrainConfig(
+            epochs=1_000_000, batch_size=128, lr=2e-3, schedule="cosine", warmup_steps=500, time_budget_s=3600,
+            ema=0.999, skip_grad_norm=20000.0, eval_every=25, eval_k=0,
+        ),
+    ),
+)
+_add(
     "mnist-cvae",
     "conditional VAE of MNIST (labels into encoder and decoder): MLP 784-512-256-16, Bernoulli, KL weight 2 "
     "(prior samples of the asked digit: 97% vs 89% at weight 1, see BENCHMARKS.md); sample --label 3",

@@ -92,9 +92,14 @@ def _log_px_z(model: VAE, x: torch.Tensor, z: torch.Tensor, y: torch.Tensor | No
 
 
 def _latents(qz_x: Distribution, noise: torch.Tensor) -> Iterator[torch.Tensor]:
-    """z_i = mu + sigma * eps_i (c, B, L), chunk by chunk, for the draws ``noise`` (k, L) shared by the batch."""
+    """z_i = mu + sigma * eps_i (c, B, L), chunk by chunk, for the draws ``noise`` (k, L) shared by the batch
+    (a hierarchical posterior maps the noise layer by layer with its own ``reparameterize``)."""
+    reparameterize = getattr(qz_x, "reparameterize", None)
     for eps in noise.split(NOISE_CHUNK):
-        yield qz_x.mean + qz_x.stddev * eps[:, None, :]
+        if reparameterize is not None:
+            yield reparameterize(eps[:, None, :].expand(len(eps), qz_x.batch_shape[0], eps.shape[-1]))
+        else:
+            yield qz_x.mean + qz_x.stddev * eps[:, None, :]
 
 
 @SCORES.register("iwae")

@@ -27,7 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from vaekit.config import Config
 from vaekit.errors import ConfigError, ModelFileError, OutputError
-from vaekit.model import VAE
+from vaekit.model import VAE, build_model
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -184,7 +184,7 @@ def load(path: str | Path, device: str | None = None) -> VAE:
         raise ModelFileError(f"model file {str(model_dir / CONFIG_NAME)!r} has no valid data_shape; it is corrupted")
     try:
         config = Config.from_dict({"model": config_data}).model
-        model = VAE(config, tuple(data_shape))
+        model = build_model(config, tuple(data_shape))
     except ConfigError as exc:
         raise ModelFileError(f"model config in {str(model_dir)!r} is invalid: {exc}") from None
     try:

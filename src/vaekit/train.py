@@ -33,6 +33,7 @@ Resume under N processes is exact in the same way when N is unchanged.
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -52,7 +53,7 @@ from vaekit.config import Config
 from vaekit.data import DataBundle, ExampleSet, load_data
 from vaekit.distributed import Context
 from vaekit.errors import ConfigError, DataError, ModelFileError, OutputError, TrainingError
-from vaekit.model import VAE
+from vaekit.model import VAE, build_model
 from vaekit.serialization import atomic_dir, atomic_write_text, save_model
 from vaekit.shards import ShardedExamples
 
@@ -83,6 +84,8 @@ class TrainResult:
         The best model, in memory.
     skipped_steps
         Updates skipped for a non-finite loss or gradient.
+    skipped_grad_norm
+        Updates skipped because their gradient norm exceeded ``train.skip_grad_norm``.
     stopped_early
         Whether early stopping ended the run.
     """
@@ -93,6 +96,7 @@ class TrainResult:
     metrics: list[dict[str, Any]]
     model: VAE
     skipped_steps: int = 0
+    skipped_grad_norm: int = 0
     stopped_early: bool = False
 
 
@@ -105,6 +109,7 @@ class _State:
     best_val_elbo: float = -math.inf
     epochs_without_improvement: int = 0
     skipped_steps: int = 0
+    skipped_grad_norm: int = 0
     train_time_s: float = 0.0
     world_size: int = 1
     metrics: list[dict[str, Any]] = field(default_factory=list)
@@ -121,13 +126,19 @@ def resolve_device(name: str) -> torch.device:
 
 
 def learning_rate(step: int, total_steps: int, config: Config, elapsed_s: float = 0.0) -> float:
-    """The learning rate: constant, or cosine decay from ``train.lr`` to 0 over the steps of the run (or over
+    """The learning rate: a linear warm-up over ``train.warmup_steps``, then constant, cosine decay from
+    ``train.lr`` to 0, or step decay (x0.1 at half, x0.01 at three quarters), over the steps of the run (or over
     ``train.time_budget_s`` seconds of training when a budget is set)."""
-    lr = config.train.lr
-    if config.train.schedule != "cosine":
+    tc = config.train
+    lr = tc.lr
+    if tc.warmup_steps > 0 and step < tc.warmup_steps:
+        lr *= (step + 1) / tc.warmup_steps
+    if tc.schedule == "constant":
         return lr
-    budget = config.train.time_budget_s
+    budget = tc.time_budget_s
     fraction = min(elapsed_s / budget, 1.0) if budget > 0 else min(step, total_steps) / max(total_steps, 1)
+    if tc.schedule == "step":
+        return lr * (1.0 if fraction < 0.5 else 0.1 if fraction < 0.75 else 0.01)
     return 0.5 * lr * (1.0 + math.cos(math.pi * fraction))
 
 
@@ -142,19 +153,23 @@ def make_optimizer(params: list[torch.nn.Parameter], config: Config) -> torch.op
         return opt_class(params, lr=lr, weight_decay=weight_decay)
 
 
-def _clip_and_check(params: list[torch.nn.Parameter], max_norm: float) -> bool:
-    """Clip the global gradient norm to ``max_norm`` (0: no clipping); return whether it is finite."""
+def _clip_and_check(params: list[torch.nn.Parameter], max_norm: float, skip_above: float = 0.0) -> str:
+    """Clip the global gradient norm to ``max_norm`` (0: no clipping). Returns ``ok``, ``nonfinite`` or
+    ``too_large`` (the norm before clipping exceeds ``skip_above`` > 0): the caller skips all but ``ok``."""
     grads = [p.grad for p in params if p.grad is not None]
     get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)
     if get_total_norm is None:  # torch < 2.6
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf)
-        return bool(torch.isfinite(norm))
-    norm = get_total_norm(grads)
-    if not bool(torch.isfinite(norm)):
-        return False
-    if max_norm > 0:
+    else:
+        norm = get_total_norm(grads)
+    value = float(norm)
+    if not math.isfinite(value):
+        return "nonfinite"
+    if skip_above > 0 and value > skip_above:
+        return "too_large"
+    if max_norm > 0 and get_total_norm is not None:
         torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
-    return True
+    return "ok"
 
 
 def _check_config(config: Config, bundle: DataBundle, ctx: Context) -> None:
@@ -184,6 +199,10 @@ def _check_config(config: Config, bundle: DataBundle, ctx: Context) -> None:
         raise ConfigError(f"train.lr must be positive, got {config.train.lr}")
     if config.objective.beta < 0 or config.objective.free_bits < 0:
         raise ConfigError("objective.beta and objective.free_bits must be non-negative")
+    if not 0 <= config.train.ema < 1:
+        raise ConfigError(f"train.ema must be in [0, 1) (e.g. 0.999; 0 disables it), got {config.train.ema}")
+    if config.train.skip_grad_norm < 0 or config.train.warmup_steps < 0:
+        raise ConfigError("train.skip_grad_norm and train.warmup_steps must be non-negative (0 disables them)")
     objective = config.objective
     if objective.name == "iwae" and (objective.beta != 1 or objective.free_bits or objective.kl_warmup_steps):
         raise ConfigError(
@@ -195,9 +214,11 @@ def _check_config(config: Config, bundle: DataBundle, ctx: Context) -> None:
 def _loss(model: VAE, x: torch.Tensor, y: torch.Tensor | None, config: Config, step: int) -> objectives.Terms:
     objective = config.objective
     if objective.name == "iwae":
-        return objectives.iwae(model, x, objective.k, y=y)
+        return objectives.iwae(model, x, objective.k, y=y, estimator=objective.estimator)
     beta = objectives.kl_weight(step, objective.beta, objective.kl_warmup_steps)
-    return objectives.elbo(model, x, beta=beta, free_bits=objective.free_bits, y=y)
+    return objectives.elbo(
+        model, x, beta=beta, free_bits=objective.free_bits, y=y, free_bits_per=objective.free_bits_per
+    )
 
 
 class _Objective(torch.nn.Module):
@@ -216,23 +237,31 @@ class _Objective(torch.nn.Module):
 
 
 @torch.no_grad()
-def _validate(model: VAE, batches: Iterator[Batch], n: int, ctx: Context, eval_k: int = 0) -> dict[str, float]:
+def _validate(model: VAE, batches: Iterator[Batch], n: int, ctx: Context, eval_k: int = 0) -> dict[str, Any]:
     """Mean validation ELBO and its parts (nats per example) over all ranks' batches of the ``n`` validation
     examples, and the IWAE NLL if ``eval_k`` > 0."""
     model.eval()
     sums = {"val_elbo": 0.0, "val_log_px_z": 0.0, "val_kl": 0.0, "val_nll": 0.0}
+    layers = len(objectives.layer_sizes(model, model.latent_dim))
+    if layers > 1:  # a hierarchical model: the KL of each stochastic layer, top first
+        sums.update({f"val_kl_layer{i}": 0.0 for i in range(layers)})
     for x, y in batches:
         terms = objectives.elbo(model, x, y=y)
         sums["val_elbo"] += float(terms.elbo.sum())
         sums["val_log_px_z"] += float(terms.log_px_z.sum())
         sums["val_kl"] += float(terms.kl.sum())
+        if terms.kl_per_layer is not None:
+            for i, value in enumerate(terms.kl_per_layer.sum(0).tolist()):
+                sums[f"val_kl_layer{i}"] += value
         if eval_k > 0:
             sums["val_nll"] -= float(objectives.iwae_bound(model, x, eval_k, y=y).sum())
     model.train()
     totals = distributed.all_reduce_sum(ctx, list(sums.values()))
-    result = {key: value / n for key, value in zip(sums, totals, strict=True)}
+    result: dict[str, Any] = {key: value / n for key, value in zip(sums, totals, strict=True)}
     if eval_k <= 0:
         del result["val_nll"]
+    if layers > 1:
+        result["val_kl_per_layer"] = [result.pop(f"val_kl_layer{i}") for i in range(layers)]
     return result
 
 
@@ -252,10 +281,17 @@ def _rng_key(rank: int, name: str) -> str:
 
 
 def _save_state(
-    path: Path, model: VAE, optimizer: torch.optim.Optimizer, state: _State, rng: list[dict[str, torch.Tensor]]
+    path: Path,
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    state: _State,
+    rng: list[dict[str, torch.Tensor]],
+    ema: VAE | None = None,
 ) -> None:
     """Write the training state; ``rng[r]`` holds rank r's RNG states (one entry with one process)."""
     tensors: dict[str, torch.Tensor] = {f"model.{k}": v.detach().cpu() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update({f"ema.{k}": v.detach().cpu() for k, v in ema.state_dict().items()})
     opt_state = optimizer.state_dict()
     opt_json: dict[str, Any] = {"param_groups": opt_state["param_groups"], "state": {}}
     for index, entry in opt_state["state"].items():
@@ -274,7 +310,12 @@ def _save_state(
 
 
 def _load_state(
-    path: Path, model: VAE, optimizer: torch.optim.Optimizer, generators: dict[str, torch.Generator], rank: int = 0
+    path: Path,
+    model: VAE,
+    optimizer: torch.optim.Optimizer,
+    generators: dict[str, torch.Generator],
+    rank: int = 0,
+    ema: VAE | None = None,
 ) -> _State:
     try:
         tensors = load_file(str(path / "state.safetensors"))
@@ -285,6 +326,9 @@ def _load_state(
             "start a new run with another --out"
         ) from None
     model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
+    if ema is not None:
+        saved = {k[len("ema.") :]: v for k, v in tensors.items() if k.startswith("ema.")}
+        ema.load_state_dict(saved if saved else model.state_dict())  # a run saved without EMA starts it here
     opt_json = info["optimizer"]
     opt_state: dict[str, Any] = {"param_groups": opt_json["param_groups"], "state": {}}
     for index, entry in opt_json["state"].items():
@@ -408,12 +452,15 @@ def _train(
     _check_config(config, bundle, ctx)
 
     torch.manual_seed(tc.seed)
-    model = VAE(config.model, bundle.preprocessing.shape).to(device)
+    model = build_model(config.model, bundle.preprocessing.shape).to(device)
     model.preprocessing = bundle.preprocessing
     if ctx.is_main:
         _write_run_config(config, out)  # only now: bad config, data or model leaves no run directory behind
     params = list(model.parameters())
     optimizer = make_optimizer(params, config)
+    ema = copy.deepcopy(model) if tc.ema > 0 else None  # evaluated and saved in place of the raw weights
+    ema_params = [] if ema is None else [p.detach() for p in ema.parameters()]
+    eval_model = model if ema is None else ema
     if ctx.rank > 0:  # own noise on every rank; rank 0 keeps the one-process streams
         torch.manual_seed(distributed.rank_seed(tc.seed, ctx.rank))
     shuffle_gen = torch.Generator().manual_seed(tc.seed + 1)  # the same on every rank
@@ -422,7 +469,7 @@ def _train(
 
     state = _State(world_size=ctx.world_size)
     if resume and (out / "state").exists():
-        state = _load_state(out / "state", model, optimizer, generators, ctx.rank)
+        state = _load_state(out / "state", model, optimizer, generators, ctx.rank, ema)
         state.metrics = _read_metrics(out / "metrics.jsonl")[: state.epoch]
         if state.world_size != ctx.world_size:
             info("the run was saved with %d processes and resumes with %d: it goes on, but not bit for bit",
@@ -469,14 +516,20 @@ def _train(
             optimizer.zero_grad(set_to_none=True)
             loss_value = float(terms.loss.detach())
             ok = math.isfinite(loss_value)
+            status = "ok" if ok else "nonfinite"
             if ok or ctx.distributed:  # under DDP every rank must join the gradient all-reduce; NaN poisons it,
                 (terms.loss if ok else terms.loss * math.nan).backward()  # so every rank skips this update
-                ok = _clip_and_check(params, tc.grad_clip) and ok
-            if not ok:
-                state.skipped_steps += 1
+                status = _clip_and_check(params, tc.grad_clip, tc.skip_grad_norm) if ok else "nonfinite"
+            if status != "ok":  # the gradients are the same on every rank, so every rank decides alike
+                if status == "too_large":
+                    state.skipped_grad_norm += 1
+                else:
+                    state.skipped_steps += 1
                 bad_in_row += 1
                 (logger.warning if ctx.is_main else logger.debug)(
-                    "skipped update at step %d: non-finite loss or gradient", state.step
+                    "skipped update at step %d: %s", state.step,
+                    "non-finite loss or gradient" if status == "nonfinite"
+                    else f"gradient norm above train.skip_grad_norm={tc.skip_grad_norm:g}",
                 )
                 if bad_in_row >= tc.max_bad_steps:
                     bar.close()
@@ -488,6 +541,9 @@ def _train(
                 bar.update(1)
                 continue
             optimizer.step()
+            if ema_params:
+                with torch.no_grad():
+                    torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1.0 - tc.ema)
             bad_in_row = 0
             loss_sum += loss_value
             loss_count += 1
@@ -508,10 +564,11 @@ def _train(
             "epoch": state.epoch,
             "step": state.step,
             "train_loss": loss_sum / max(loss_count, 1),
-            **_validate(model, val_feed.batches(), len(val_set), ctx, tc.eval_k if nll_due else 0),
+            **_validate(eval_model, val_feed.batches(), len(val_set), ctx, tc.eval_k if nll_due else 0),
             "kl_weight": objectives.kl_weight(state.step, config.objective.beta, config.objective.kl_warmup_steps),
             "lr": learning_rate(state.step, total_steps, config, state.train_time_s),
             "skipped_steps": state.skipped_steps,
+            "skipped_grad_norm": state.skipped_grad_norm,
             "train_time_s": round(state.train_time_s, 3),
         }
         state.metrics.append(record)
@@ -524,9 +581,9 @@ def _train(
         rng = distributed.gather_tensors(ctx, _rng_states(generators))  # every rank takes part
         if ctx.is_main:
             if improved:
-                save_model(model, best_dir, {**extra, "metrics": record})
-            save_model(model, last_dir, {**extra, "metrics": record})
-            _save_state(out / "state", model, optimizer, state, rng)
+                save_model(eval_model, best_dir, {**extra, "metrics": record})
+            save_model(eval_model, last_dir, {**extra, "metrics": record})
+            _save_state(out / "state", model, optimizer, state, rng, ema)
             atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in state.metrics))
         info(
             "epoch %d: train loss %.3f, val ELBO %.3f nats%s",
@@ -554,6 +611,7 @@ def _train(
         metrics=state.metrics,
         model=best,
         skipped_steps=state.skipped_steps,
+        skipped_grad_norm=state.skipped_grad_norm,
         stopped_early=stopped_early,
     )
 
