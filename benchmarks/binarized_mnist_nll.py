@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import shutil
 
-from common import DEFAULT_MNIST, RESULTS, save, table
+from common import DEFAULT_MNIST, nll_curve, plot_nll_curve, save, table
 
 from vaekit.config import resolve_config
 from vaekit.evaluate import evaluate
@@ -38,37 +38,17 @@ def main() -> None:
                    "train.eval_k=100", f"train.eval_every={args.eval_every}", *args.overrides],
     )
     result = train(config, args.out, progress=False)
-    curve = [{"epoch": m["epoch"], "train_time_s": m["train_time_s"], "val_elbo": m["val_elbo"],
-              "val_nll_k100": m["val_nll"]} for m in result.metrics if "val_nll" in m]
+    curve = nll_curve(result.metrics)
     print(table(curve))
     report = evaluate(result.model_dir, data_dir=args.data_dir, k=args.k, seed=0)
     print()
     print(report.format_table())
     print(f"\ntest NLL (k={args.k}) {report.nll_nats:.2f} nats after {result.metrics[-1]['train_time_s']:.0f} s "
           f"of training, {len(result.metrics)} epochs (target <= 90)")
-    _plot(curve, report.nll_nats, args.k)
+    plot_nll_curve(curve, report.nll_nats, args.k, "binarized_mnist_nll", "binarized-mnist")
     path = save("binarized_mnist_nll", {"config": config.to_dict(), "curve": curve, "test": report.to_dict(),
                                          "epochs": len(result.metrics)})
     print(f"results: {path}")
-
-
-def _plot(curve: list[dict], final: float, k: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot([c["train_time_s"] / 60 for c in curve], [c["val_nll_k100"] for c in curve], "o-",
-            label="validation NLL (IWAE k=100)")
-    ax.axhline(final, color="gray", ls="--", label=f"final test NLL (k={k}) {final:.2f}")
-    ax.set_xlabel("training time (minutes, 2 CPU cores)")
-    ax.set_ylabel("NLL (nats)")
-    ax.set_title("binarized-mnist: NLL against training time")
-    ax.legend()
-    fig.tight_layout()
-    RESULTS.mkdir(exist_ok=True)
-    fig.savefig(RESULTS / "binarized_mnist_nll.png", dpi=100)
 
 
 if __name__ == "__main__":

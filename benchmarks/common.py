@@ -53,3 +53,32 @@ def save(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2) + "\n")
     return path
+
+
+def nll_curve(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The validation NLL logged during training (epochs with ``val_nll``) against training time."""
+    return [{"epoch": m["epoch"], "train_time_s": m["train_time_s"], "val_elbo": m["val_elbo"],
+             "val_nll_k100": m["val_nll"]} for m in metrics if "val_nll" in m]
+
+
+def plot_nll_curve(curve: list[dict[str, Any]], final: float, k: int, name: str, title: str) -> Path:
+    """``results/<name>.png``: validation NLL against training minutes, the final test NLL as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([c["train_time_s"] / 60 for c in curve], [c["val_nll_k100"] for c in curve], "o-",
+            label="validation NLL (IWAE k=100)")
+    ax.axhline(final, color="gray", ls="--", label=f"final test NLL (k={k}) {final:.2f}")
+    ax.set_xlabel("training time (minutes, 2 CPU cores)")
+    ax.set_ylabel("NLL (nats)")
+    ax.set_title(f"{title}: NLL against training time")
+    ax.legend()
+    fig.tight_layout()
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -270,20 +270,6 @@ class HierarchicalVAE(VAE):
         """Sum a (..., latent_dim) per-dimension KL into (..., layers), top layer first."""
         return torch.stack([part.sum(-1) for part in kl_per_dim.split(self.layout.sizes, dim=-1)], dim=-1)
 
-    @torch.no_grad()
-    def sample(
-        self,
-        n: int,
-        temperature: float = 1.0,
-        generator: torch.Generator | None = None,
-        mean: bool = True,
-        y: torch.Tensor | int | None = None,
-    ) -> torch.Tensor:
-        """Draw ``n`` examples: e ~ N(0, temperature^2 I) at every layer, then the mean of p(x|z) (or a draw)."""
-        if y is not None:
-            raise ConfigError("a hierarchical VAE is not conditional; sample without a label")
-        return super().sample(n, temperature, generator, mean)
-
 
 def _same_tensor(cached: torch.Tensor, z: torch.Tensor) -> bool:
     """Whether ``decode(z)`` may reuse the stream computed with ``cached``: the very same tensor, or (without

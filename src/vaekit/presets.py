@@ -63,22 +63,34 @@ _add(
         train=TrainConfig(epochs=100, batch_size=100, lr=1e-3, schedule="cosine", eval_k=0),
     ),
 )
+def _hvae(likelihood: str, **extra: int) -> ModelConfig:
+    """The record-likelihood presets' model: a top-down hierarchical VAE, MLP residual blocks of width 512,
+    stochastic layers 64 + 32, weight norm, SiLU."""
+    return ModelConfig(
+        architecture="mlp", likelihood=likelihood, latent_layers=(64, 32), hidden_dims=(512,), residual_blocks=1,
+        weight_norm=True, activation="silu", **extra,
+    )
+
+
+def _budget_training(skip_grad_norm: float) -> TrainConfig:
+    """The record-likelihood presets' training: batch 128, LR 2e-3 warmed up over 500 steps then cosine-decayed
+    over a 60-minute budget, EMA 0.999 of the weights, updates skipped above ``skip_grad_norm``."""
+    return TrainConfig(
+        epochs=1_000_000, batch_size=128, lr=2e-3, schedule="cosine", warmup_steps=500, time_budget_s=3600,
+        ema=0.999, skip_grad_norm=skip_grad_norm, eval_every=25, eval_k=0,
+    )
+
+
 _add(
     "binarized-mnist-hvae",
     "record likelihood per CPU-hour: dynamically binarized MNIST, top-down hierarchical VAE (MLP residual blocks, "
     "width 512, stochastic layers 64 + 32, weight norm), KL warm-up, EMA, LR warm-up + cosine over a 60-minute "
     "budget (--time-budget to change it)",
     Config(
-        model=ModelConfig(
-            architecture="mlp", likelihood="bernoulli", latent_layers=(64, 32), hidden_dims=(512,),
-            residual_blocks=1, weight_norm=True, activation="silu",
-        ),
+        model=_hvae("bernoulli"),
         data=DataConfig(source="mnist", binarize="dynamic", val_fraction=1 / 12),
         objective=ObjectiveConfig(name="elbo", kl_warmup_steps=10_000),
-        train=TrainConfig(
-            epochs=1_000_000, batch_size=128, lr=2e-3, schedule="cosine", warmup_steps=500, time_budget_s=3600,
-            ema=0.999, skip_grad_norm=2000.0, eval_every=25, eval_k=0,
-        ),
+        train=_budget_training(skip_grad_norm=2000.0),
     ),
 )
 _add(
@@ -86,16 +98,10 @@ _add(
     "8-bit MNIST (uint8 pixels, discretized logistic mixture): top-down hierarchical VAE, MLP residual blocks, "
     "stochastic layers 64 + 32; bits/dim; 60-minute budget (--time-budget to change it); vaekit compress codes it",
     Config(
-        model=ModelConfig(
-            architecture="mlp", likelihood="discretized_logistic", mixture_components=3, latent_layers=(64, 32),
-            hidden_dims=(512,), residual_blocks=1, weight_norm=True, activation="silu",
-        ),
+        model=_hvae("discretized_logistic", mixture_components=3),
         data=DataConfig(source="mnist", binarize="none", val_fraction=1 / 12),
         objective=ObjectiveConfig(name="elbo", kl_warmup_steps=5_000),
-        train=TrainConfig(
-            epochs=1_000_000, batch_size=128, lr=2e-3, schedule="cosine", warmup_steps=500, time_budget_s=3600,
-            ema=0.999, skip_grad_norm=20000.0, eval_every=25, eval_k=0,
-        ),
+        train=_budget_training(skip_grad_norm=20000.0),
     ),
 )
 _add(
