@@ -63,12 +63,12 @@ _add(
         train=TrainConfig(epochs=100, batch_size=100, lr=1e-3, schedule="cosine", eval_k=0),
     ),
 )
-def _hvae(likelihood: str, **extra: int) -> ModelConfig:
+def _hvae(likelihood: str, mixture_components: int = 1) -> ModelConfig:
     """The record-likelihood presets' model: a top-down hierarchical VAE, MLP residual blocks of width 512,
     stochastic layers 64 + 32, weight norm, SiLU."""
     return ModelConfig(
         architecture="mlp", likelihood=likelihood, latent_layers=(64, 32), hidden_dims=(512,), residual_blocks=1,
-        weight_norm=True, activation="silu", **extra,
+        weight_norm=True, activation="silu", mixture_components=mixture_components,
     )
 
 
