@@ -12,7 +12,7 @@ evaluation can be split into runs). ``--compress`` also compresses the test set 
 reports bits per pixel.
 
     python benchmarks/hvae_mnist.py --preset binarized-mnist-hvae [--budget 3600] [--final-examples 10000]
-    python benchmarks/hvae_mnist.py --preset mnist8-hvae --budget 3600 --compress
+    python benchmarks/hvae_mnist.py --preset mnist8-hvae --budget 3600 --compress --tune-malloc
 """
 
 from __future__ import annotations
@@ -45,12 +45,13 @@ def main() -> None:
     parser.add_argument("--compress", action="store_true", help="also run vaekit compress on the test set")
     parser.add_argument("--out", default=None)
     parser.add_argument("--skip-train", action="store_true", help="evaluate the model already in --out")
+    parser.add_argument("--tune-malloc", action="store_true", help="call vaekit.allocator.tune_allocator() first")
     parser.add_argument("--final-range", metavar="START:STOP",
                         help="only the final figures (k-final and k) on test images START:STOP of the model in --out; "
                              "results in <preset>_final_START_STOP.json, to be averaged with the other ranges")
     parser.add_argument("overrides", nargs="*", help="extra key=value config overrides")
     args = parser.parse_args()
-    tuned = tune_allocator()  # as the vaekit command line does
+    tuned = args.tune_malloc and tune_allocator()
     out = Path(args.out or f"runs/bench-{args.preset}")
     name = args.preset.replace("-", "_")
     if args.final_range:

@@ -14,8 +14,7 @@ that draws a fresh Bernoulli sample every time an image is read), latent size 50
 callback stops it after the epoch that crosses the budget; pythae's per-epoch evaluation is counted as training
 time, as it is part of pythae's loop). The model pythae keeps as best (lowest evaluation loss) is then scored by
 vaekit's own estimator (:func:`vaekit.objectives.iwae_bound`) on the 10,000 test images binarized once with seed 0,
-exactly as vaekit's models are: IWAE with k = ``--k``. The process gets the allocator settings vaekit's
-command line uses (:func:`vaekit.allocator.tune_allocator`), so the two differ only in the libraries.
+exactly as vaekit's models are: IWAE with k = ``--k``.
 pythae's defaults otherwise: MLP 784-512-50 encoder and 50-512-784 decoder (ReLU, sigmoid output, BCE), IWAE
 with its default number of samples (10). Not pythae's defaults: the learning rate (its default 1e-4 is 10x
 lower than vaekit's presets') and the batch size (its default 64).
@@ -34,7 +33,6 @@ from common import DEFAULT_MNIST, save, table
 from torch.distributions import Bernoulli, Independent, Normal
 
 from vaekit import objectives
-from vaekit.allocator import tune_allocator
 
 
 class BudgetSpent(Exception):
@@ -77,7 +75,6 @@ def main() -> None:
     parser.add_argument("--latent-dim", type=int, default=50)
     parser.add_argument("--out", default="runs/bench-pythae")
     args = parser.parse_args()
-    tuned = tune_allocator()  # the allocator settings vaekit's own runs get, so only the libraries differ
 
     from pythae.data.datasets import DatasetOutput
     from pythae.models import IWAE, VAE, IWAEConfig, VAEConfig
@@ -153,8 +150,7 @@ def main() -> None:
              "train_time_s": epochs[-1]["train_time_s"], f"test_nll_k{args.k}": nll / len(test_x),
              "test_neg_elbo": -elbo / len(test_x), "eval_s": round(time.perf_counter() - started, 1)}]
     print(table(rows))
-    path = save(f"pythae_{args.model}", {"args": vars(args), "rows": rows, "epochs": epochs,
-                                         "allocator_tuned": tuned})
+    path = save(f"pythae_{args.model}", {"args": vars(args), "rows": rows, "epochs": epochs})
     print(f"results: {path}")
 
 

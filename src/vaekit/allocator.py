@@ -1,16 +1,16 @@
 """glibc's malloc, tuned for the large short-lived tensors of training and evaluation.
 
-By default glibc serves every allocation over its mmap threshold (128 KiB, raised adaptively) with a fresh
-``mmap`` and gives it back on free, and returns freed heap to the system as soon as 128 KiB sit at its top.
-A VAE step allocates and frees the same tens of megabytes of activations every time, so the process spends much
-of its time in the kernel zeroing new pages: on 2 CPU cores ``mnist8-hvae`` trained about 1.2x faster and
-evaluated IWAE bounds about 2x faster with the settings below (BENCHMARKS.md, "Allocator"). They keep blocks up to
-256 MiB on the heap for reuse and trim only when 1 GiB is free, so the process holds on to its peak working set
-instead of returning it to the system between steps.
+By default glibc serves allocations over its mmap threshold (128 KiB, raised adaptively up to 32 MiB) with a
+fresh ``mmap`` and gives them back on free, and returns freed heap to the system as soon as 128 KiB sit at its
+top; a step that allocates and frees the same tens of megabytes every time can then spend much of its time in
+the kernel faulting in zeroed pages. :func:`tune_allocator` keeps blocks up to 256 MiB on the heap for reuse and
+trims only when 1 GiB is free, so the process holds on to its peak working set.
 
-``vaekit``'s command line calls :func:`tune_allocator` at start-up; Python users call it themselves. Set
-``VAEKIT_DEFAULT_MALLOC=1`` to leave the allocator alone. Other C libraries (macOS, Windows, musl) are left as
-they are.
+It is opt-in, because the gain depends on the workload (``benchmarks/allocator.py``, BENCHMARKS.md "Allocator",
+2 CPU cores): ``mnist8-hvae`` trained 1.04-1.16x faster, and IWAE evaluation in small chunks (k = 10) 2.6x
+faster, but the other presets trained at the same speed and evaluation at k = 100 (one large chunk) was
+0.75-0.92x as fast. Call it at the start of a script whose workload it helps. ``VAEKIT_DEFAULT_MALLOC=1`` turns
+it into a no-op; other C libraries (macOS, Windows, musl) are left as they are.
 """
 
 from __future__ import annotations

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import NoReturn
 
 from vaekit import __version__, cli_apps, cli_compress, cli_serve
-from vaekit.allocator import tune_allocator
 from vaekit.errors import ConfigError, VaeKitError
 
 EXIT_ERROR = 2
@@ -490,7 +489,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     args.argv = argv  # `train --nproc` re-launches the same command line
     quiet = getattr(args, "quiet", False)
-    tune_allocator()
     logging.basicConfig(format="%(message)s")
     logging.getLogger("vaekit").setLevel(logging.WARNING if quiet else logging.INFO)
     try:
