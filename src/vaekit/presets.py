@@ -63,6 +63,8 @@ _add(
         train=TrainConfig(epochs=100, batch_size=100, lr=1e-3, schedule="cosine", eval_k=0),
     ),
 )
+
+
 def _hvae(likelihood: str, mixture_components: int = 1) -> ModelConfig:
     """The record-likelihood presets' model: a top-down hierarchical VAE, MLP residual blocks of width 512,
     stochastic layers 64 + 32, weight norm, SiLU."""
