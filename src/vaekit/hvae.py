@@ -179,7 +179,7 @@ class HierarchicalVAE(VAE):
                 head.bias.zero_()
         self.h_top = nn.Parameter(torch.zeros(1, *self.layout.features))
         self._prior = PRIORS.get("standard_normal")(sum(self.layout.sizes))
-        self._pending: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._pending: tuple[torch.Tensor, int, torch.Tensor] | None = None  # (drawn e, its version, stream)
         if config.weight_norm:
             _apply_weight_norm(self)
 
@@ -196,8 +196,8 @@ class HierarchicalVAE(VAE):
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> Distribution:
         """p(x|z) for prior noise z (N, latent_dim), top layer first."""
         pending, self._pending = self._pending, None
-        if pending is not None and _same_tensor(pending[0], z):  # the pass that drew z computed the stream
-            return self.likelihood(self.head(pending[1]))
+        if pending is not None and _same_tensor(pending[0], pending[1], z):  # the pass that drew z has the stream
+            return self.likelihood(self.head(pending[2]))
         return self.likelihood(self.head(self.top_down(e=z).h))
 
     @property
@@ -271,10 +271,13 @@ class HierarchicalVAE(VAE):
         return torch.stack([part.sum(-1) for part in kl_per_dim.split(self.layout.sizes, dim=-1)], dim=-1)
 
 
-def _same_tensor(cached: torch.Tensor, z: torch.Tensor) -> bool:
-    """Whether ``decode(z)`` may reuse the stream computed with ``cached``: the very same tensor, or (without
-    autograd, where no gradient hook can tell them apart) an unmodified view of it with the same layout, such as
-    the (k B, L) reshape of k posterior draws that the importance-weighted bounds decode."""
+def _same_tensor(cached: torch.Tensor, version: int, z: torch.Tensor) -> bool:
+    """Whether ``decode(z)`` may reuse the stream computed with ``cached`` (then at ``version``): the very same
+    tensor, or (without autograd, where no gradient hook can tell them apart) a view of it with the same layout,
+    such as the (k B, L) reshape of k posterior draws that the importance-weighted bounds decode; in both cases
+    only if nothing has written to it since (a view shares its base's version counter)."""
+    if z._version != version:
+        return False
     if cached is z:
         return True
     return (
@@ -282,7 +285,6 @@ def _same_tensor(cached: torch.Tensor, z: torch.Tensor) -> bool:
         and z.data_ptr() == cached.data_ptr()
         and z.shape == cached.shape
         and z.stride() == cached.stride()
-        and z._version == cached._version
         and z.dtype == cached.dtype
         and z.device == cached.device
     )
@@ -315,7 +317,7 @@ class TopDownPosterior(Distribution):
 
     def __init__(self, model: HierarchicalVAE, features: list[torch.Tensor]) -> None:
         self.model, self.features = model, features
-        self._sampled: tuple[torch.Tensor, TopDownPass] | None = None
+        self._sampled: tuple[torch.Tensor, int, TopDownPass] | None = None  # (drawn e, its version, its pass)
         self._mean_pass: TopDownPass | None = None
         super().__init__(torch.Size([features[0].shape[0]]), torch.Size([model.latent_dim]), validate_args=False)
 
@@ -328,8 +330,9 @@ class TopDownPosterior(Distribution):
         batch = self.batch_shape[0]
         result = self.model.top_down(self._repeat(n) if n != 1 else self.features, mode="sample")
         e = result.e.reshape(*sample_shape, batch, -1)
-        self._sampled = (e, result)
-        self.model._pending = (e if not sample_shape else result.e, result.h)
+        self._sampled = (e, e._version, result)
+        drawn = e if not sample_shape else result.e
+        self.model._pending = (drawn, drawn._version, result.h)
         return e
 
     def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> torch.Tensor:
@@ -337,8 +340,8 @@ class TopDownPosterior(Distribution):
             return self.rsample(sample_shape)
 
     def _pass_for(self, e: torch.Tensor) -> TopDownPass:
-        if self._sampled is not None and self._sampled[0] is e:
-            return self._sampled[1]
+        if self._sampled is not None and self._sampled[0] is e and e._version == self._sampled[1]:
+            return self._sampled[2]
         lead = e.shape[:-1]
         n = math.prod(lead) // self.batch_shape[0]
         return self.model.top_down(self._repeat(n) if n != 1 else self.features, e=e.reshape(-1, e.shape[-1]))

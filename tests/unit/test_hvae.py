@@ -75,6 +75,22 @@ def test_cached_and_recomputed_passes_agree():
     assert torch.allclose(reused, recomputed, atol=1e-4)
 
 
+def test_draws_written_in_place_are_not_served_from_the_cache():
+    model = _hvae()
+    x = _binary(8, 6)
+    qz_x = model.encode(x)
+    fresh = TopDownPosterior(model, qz_x.features)  # no cache: always runs its own pass
+    with torch.no_grad():
+        z = qz_x.rsample()
+        z.mul_(3.0)  # bumps z's version: the pass that drew z no longer describes it
+        assert torch.allclose(qz_x.log_prob(z), fresh.log_prob(z.clone()), atol=1e-5)
+        assert torch.allclose(qz_x.analytic_kl(z), fresh.analytic_kl(z.clone()), atol=1e-5)
+        e = qz_x.rsample()
+        e.add_(1.0)
+        assert torch.allclose(model.decode(e).log_prob(x), model.decode(e.clone()).log_prob(x), atol=1e-5)
+    assert not torch.allclose(fresh.log_prob(z), fresh.log_prob(z / 3.0), atol=1e-3)  # the edit matters
+
+
 def test_reparameterize_is_a_change_of_variables_from_standard_noise():
     """log q(e) = log N(eps; 0, I) - sum log s(e), s the posterior scales along e's own pass."""
     model = _hvae()
