@@ -17,9 +17,9 @@ import shutil
 from common import DEFAULT_MNIST, nll_curve, plot_nll_curve, save, table
 
 from vaekit.config import resolve_config
-from vaekit.evaluate import evaluate
+from vaekit.evaluation.report import evaluate
 from vaekit.presets import get_preset
-from vaekit.train import train
+from vaekit.training.loop import train
 
 
 def main() -> None:

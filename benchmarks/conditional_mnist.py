@@ -36,13 +36,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from common import DEFAULT_MNIST, save, table
+from vaekit.data.datasets import load_examples
 
-from vaekit.classifier import get_classifier
 from vaekit.config import resolve_config
-from vaekit.data import load_examples
+from vaekit.evaluation.classifier import get_classifier
+from vaekit.evaluation.quality import QualityReport, fid, sample_quality
 from vaekit.presets import get_preset
-from vaekit.quality import QualityReport, fid, sample_quality
-from vaekit.train import TrainResult, train
+from vaekit.training.loop import TrainResult, train
 
 TARGET_ACCURACY = 0.95
 

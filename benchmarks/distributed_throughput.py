@@ -58,7 +58,7 @@ def allreduce_worker(repeats: int = 200) -> None:
     import torch
     import torch.distributed as dist
 
-    from vaekit.model import VAE
+    from vaekit.models.vae import VAE
     from vaekit.presets import get_preset
 
     params = sum(p.numel() for p in VAE(get_preset("mnist-mlp").model, (1, 28, 28)).parameters())

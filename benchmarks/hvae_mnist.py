@@ -27,10 +27,10 @@ from common import DEFAULT_MNIST, nll_curve, plot_nll_curve, save, table
 
 from vaekit.allocator import tune_allocator
 from vaekit.config import resolve_config
-from vaekit.evaluate import evaluate, load_model_data
+from vaekit.evaluation.report import evaluate, load_model_data
+from vaekit.models.serialization import load
 from vaekit.presets import get_preset
-from vaekit.serialization import load
-from vaekit.train import train
+from vaekit.training.loop import train
 
 
 def main() -> None:
@@ -129,7 +129,7 @@ def _compress(model_dir: Path, data_dir: str) -> dict:
 
     import numpy as np
 
-    from vaekit.compress import compress, decompress
+    from vaekit.codec.compression import compress, decompress
 
     raw = np.frombuffer(gzip.open(Path(data_dir) / "t10k-images-idx3-ubyte.gz").read()[16:], np.uint8)
     images = raw.reshape(-1, 1, 28, 28)

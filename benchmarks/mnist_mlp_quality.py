@@ -16,9 +16,9 @@ import shutil
 from common import DEFAULT_MNIST, save, table
 
 from vaekit.config import resolve_config
-from vaekit.evaluate import evaluate
+from vaekit.evaluation.report import evaluate
 from vaekit.presets import get_preset
-from vaekit.train import train
+from vaekit.training.loop import train
 
 
 def main() -> None:

@@ -20,9 +20,9 @@ import time
 from common import DEFAULT_MNIST, save, table
 
 from vaekit.config import resolve_config
+from vaekit.evaluation.probing import probe
 from vaekit.presets import get_preset
-from vaekit.probe import probe
-from vaekit.train import train
+from vaekit.training.loop import train
 
 
 def main() -> None:

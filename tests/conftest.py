@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vaekit.config import Config, ModelConfig, resolve_config
-from vaekit.model import VAE, build_model
+from vaekit.models import VAE, build_model
 from vaekit.presets import get_preset
 
 # A model small enough that a digits epoch takes milliseconds; figures stay small too.

@@ -1,34 +1,54 @@
 """vaekit: variational autoencoders made practical.
 
-Train, evaluate and use VAEs from Python or the ``vaekit`` command line. Every command is a function here
-of the same name: :func:`train`, :func:`evaluate`, :func:`sample`, :func:`reconstruct`, :func:`interpolate`,
+Train, evaluate and use VAEs from Python or the ``vaekit`` command line. Every command is a function here of the
+same name: :func:`train`, :func:`evaluate`, :func:`sample`, :func:`reconstruct`, :func:`interpolate`,
 :func:`traverse`, :func:`embed`, :func:`export`, :func:`serve`, :func:`compress`, :func:`decompress`,
-:func:`score`, :func:`plot_latent`, :func:`probe`; :func:`load` rebuilds a saved model. The scikit-learn
-estimators :class:`AnomalyDetector` and :class:`VAETransformer` are imported on first use.
+:func:`score`, :func:`plot_latent`, :func:`probe`; :func:`load` rebuilds a saved model.
+
+The names are imported on first use (``import vaekit`` loads neither torch nor scikit-learn); the code lives in
+the subpackages, see ARCHITECTURE.md: :mod:`vaekit.models`, :mod:`vaekit.data`, :mod:`vaekit.training`,
+:mod:`vaekit.evaluation`, :mod:`vaekit.apps`, :mod:`vaekit.codec`, :mod:`vaekit.serving`, :mod:`vaekit.cli`.
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
 
-from vaekit.bitsback import CodingConfig
-from vaekit.compress import CompressReport, DecompressReport, compress, decompress
-from vaekit.config import Config, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig, resolve_config
-from vaekit.embed import embed
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from vaekit._version import __version__
 from vaekit.errors import ConfigError, DataError, ModelFileError, OutputError, TrainingError, VaeKitError
-from vaekit.evaluate import EvalReport, evaluate
-from vaekit.export import export
-from vaekit.hvae import HierarchicalVAE
-from vaekit.interpolate import interpolate
-from vaekit.model import VAE, build_model
-from vaekit.plot_latent import plot_latent
-from vaekit.probe import ProbeReport, probe
-from vaekit.quality import QualityReport, sample_quality
-from vaekit.reconstruct import reconstruct
-from vaekit.sample import sample
-from vaekit.score import ScoreResult, score
-from vaekit.serialization import load, save_model
-from vaekit.serve import serve
-from vaekit.train import TrainResult, train
-from vaekit.traverse import traverse
+
+if TYPE_CHECKING:  # the names as type checkers and editors see them
+    from vaekit.apps import (
+        ScoreResult,
+        embed,
+        interpolate,
+        plot_latent,
+        reconstruct,
+        sample,
+        score,
+        traverse,
+    )
+    from vaekit.apps.estimators import AnomalyDetector, VAETransformer
+    from vaekit.codec import CodingConfig, CompressReport, DecompressReport, compress, decompress
+    from vaekit.config import Config, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig, resolve_config
+    from vaekit.evaluation import EvalReport, ProbeReport, QualityReport, evaluate, probe, sample_quality
+    from vaekit.models import VAE, HierarchicalVAE, LatentVariableModel, build_model, load, save_model
+    from vaekit.serving import export, serve
+    from vaekit.training import TrainResult, train
+
+_LAZY = {
+    "vaekit.apps": ("ScoreResult", "embed", "interpolate", "plot_latent", "reconstruct", "sample", "score",
+                    "traverse"),
+    "vaekit.apps.estimators": ("AnomalyDetector", "VAETransformer"),
+    "vaekit.codec": ("CodingConfig", "CompressReport", "DecompressReport", "compress", "decompress"),
+    "vaekit.config": ("Config", "DataConfig", "ModelConfig", "ObjectiveConfig", "TrainConfig", "resolve_config"),
+    "vaekit.evaluation": ("EvalReport", "ProbeReport", "QualityReport", "evaluate", "probe", "sample_quality"),
+    "vaekit.models": ("VAE", "HierarchicalVAE", "LatentVariableModel", "build_model", "load", "save_model"),
+    "vaekit.serving": ("export", "serve"),
+    "vaekit.training": ("TrainResult", "train"),
+}
+_HOME = {name: module for module, names in _LAZY.items() for name in names}
 
 __all__ = [
     "VAE",
@@ -42,6 +62,7 @@ __all__ = [
     "DecompressReport",
     "EvalReport",
     "HierarchicalVAE",
+    "LatentVariableModel",
     "ModelConfig",
     "ModelFileError",
     "ObjectiveConfig",
@@ -77,11 +98,15 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    """``vaekit.AnomalyDetector`` and ``vaekit.VAETransformer``, imported on first use: they import scikit-learn,
-    which would otherwise add about a second to every ``import vaekit`` and every command."""
-    if name in ("AnomalyDetector", "VAETransformer"):
-        from vaekit import estimators
+def __getattr__(name: str) -> Any:
+    """Import a public name from its subpackage on first use (and keep it here)."""
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module 'vaekit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-        return getattr(estimators, name)
-    raise AttributeError(f"module 'vaekit' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_HOME})

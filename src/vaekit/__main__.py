@@ -1,5 +1,5 @@
 """``python -m vaekit``: the same command line as the ``vaekit`` script."""
 
-from vaekit.cli import main
+from vaekit.cli.main import main
 
 raise SystemExit(main())

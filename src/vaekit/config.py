@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
@@ -29,6 +30,52 @@ import yaml
 
 from vaekit.errors import ConfigError
 
+# -- value checks: every section checks its own values when it is built, naming the key -----------------------
+Check = Callable[[Any], "str | None"]  # returns what is wrong with a value, or None
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def at_least(lower: float, *, finite: bool = True) -> Check:
+    """A number >= ``lower`` (and finite)."""
+    return lambda v: None if (_finite(v) or not finite) and v >= lower else f"must be a finite number >= {lower:g}"
+
+
+def positive() -> Check:
+    """A finite number > 0."""
+    return lambda v: None if _finite(v) and v > 0 else "must be a finite number > 0"
+
+
+def between(lower: float, upper: float, *, upper_open: bool = True) -> Check:
+    """A finite number in [lower, upper) (or [lower, upper])."""
+    closing = ")" if upper_open else "]"
+
+    def check(v: Any) -> str | None:
+        inside = _finite(v) and lower <= v and (v < upper if upper_open else v <= upper)
+        return None if inside else f"must be in [{lower:g}, {upper:g}{closing}"
+
+    return check
+
+
+def all_at_least(lower: int) -> Check:
+    """A list of integers, each >= ``lower``."""
+    return lambda v: None if all(x >= lower for x in v) else f"must hold sizes >= {lower}"
+
+
+def optional(check: Check) -> Check:
+    """``None`` or a value that passes ``check``."""
+    return lambda v: None if v is None else check(v)
+
+
+def _check_section(obj: Any, section: str, checks: Mapping[str, Check]) -> None:
+    for name, check in checks.items():
+        value = getattr(obj, name)
+        problem = check(value)
+        if problem is not None:
+            raise ConfigError(f"config key {section}.{name} {problem}, got {value!r}")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -36,8 +83,12 @@ class ModelConfig:
 
     Parameters
     ----------
+    family
+        Registered model family (:data:`vaekit.models.FAMILIES`): ``vae`` (one stochastic layer),
+        ``hierarchical`` (top-down, :mod:`vaekit.models.hierarchical`), or ``auto`` (the default):
+        ``hierarchical`` when ``latent_layers`` is set, else ``vae``. Saved models record the family they are.
     architecture
-        Registered encoder/decoder family: ``mlp`` (any input, flattened) or ``conv`` (images C x H x W).
+        Registered encoder/decoder networks: ``mlp`` (any input, flattened) or ``conv`` (images C x H x W).
     likelihood
         Registered p(x|z): ``bernoulli`` (logits; binary or [0, 1] data), ``gaussian`` (real data) or
         ``discretized_logistic`` (8-bit data such as uint8 images; a proper discrete likelihood, so bits/dim
@@ -68,8 +119,11 @@ class ModelConfig:
     weight_norm
         Hierarchical VAE: weight normalisation of every layer (Salimans and Kingma 2016, arXiv:1602.07868),
         a stabiliser for deep stacks.
+    prior
+        Registered prior p(z) (:data:`vaekit.models.priors.PRIORS`): ``standard_normal``, N(0, I).
     """
 
+    family: str = "auto"
     architecture: str = "mlp"
     likelihood: str = "bernoulli"
     latent_dim: int = 16
@@ -82,6 +136,14 @@ class ModelConfig:
     latent_layers: tuple[int, ...] = ()
     residual_blocks: int = 1
     weight_norm: bool = False
+    prior: str = "standard_normal"
+
+    def __post_init__(self) -> None:
+        _check_section(self, "model", {
+            "latent_dim": at_least(1), "hidden_dims": all_at_least(1), "channels": all_at_least(1),
+            "gaussian_scale": optional(positive()), "num_classes": at_least(0), "mixture_components": at_least(1),
+            "latent_layers": all_at_least(1), "residual_blocks": at_least(1),
+        })
 
 
 @dataclass(frozen=True)
@@ -132,6 +194,13 @@ class DataConfig:
     shuffle_buffer: int = 16384
     num_workers: int = 0
 
+    def __post_init__(self) -> None:
+        _check_section(self, "data", {
+            "val_fraction": between(0.0, 1.0), "shuffle_buffer": at_least(1), "num_workers": at_least(0),
+        })
+        if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):
+            raise ConfigError(f"config key data.image_size must be [height, width], got {list(self.image_size)!r}")
+
 
 @dataclass(frozen=True)
 class ObjectiveConfig:
@@ -140,8 +209,8 @@ class ObjectiveConfig:
     Parameters
     ----------
     name
-        ``elbo`` (beta-weighted ELBO) or ``iwae`` (importance-weighted bound with ``k`` samples,
-        Burda et al. 2015, arXiv:1509.00519).
+        Registered training objective (:data:`vaekit.objectives.OBJECTIVES`): ``elbo`` (beta-weighted ELBO) or
+        ``iwae`` (importance-weighted bound with ``k`` samples, Burda et al. 2015, arXiv:1509.00519).
     beta
         Weight of the KL term (beta-VAE, Higgins et al. 2017); 1 gives the true ELBO.
     kl_warmup_steps
@@ -160,13 +229,23 @@ class ObjectiveConfig:
         (a one-layer VAE has one layer: the whole latent).
     """
 
-    name: Literal["elbo", "iwae"] = "elbo"
+    name: str = "elbo"
     beta: float = 1.0
     kl_warmup_steps: int = 0
     free_bits: float = 0.0
     k: int = 5
     estimator: Literal["iwae", "dreg"] = "iwae"
     free_bits_per: Literal["dimension", "layer"] = "dimension"
+
+    def __post_init__(self) -> None:
+        _check_section(self, "objective", {
+            "beta": at_least(0.0), "kl_warmup_steps": at_least(0), "free_bits": at_least(0.0), "k": at_least(1),
+        })
+        if self.name == "iwae" and (self.beta != 1 or self.free_bits or self.kl_warmup_steps):
+            raise ConfigError(
+                "objective.name=iwae has no KL weight: leave objective.beta=1, objective.free_bits=0 and "
+                "objective.kl_warmup_steps=0, or use objective.name=elbo"
+            )
 
 
 @dataclass(frozen=True)
@@ -227,6 +306,12 @@ class TrainConfig:
         ones may be faster. Worth it on a GPU for long runs.
     num_images
         Examples shown in the sample and reconstruction grids of the run directory.
+    max_warmup_fraction
+        The warm-ups (``train.warmup_steps`` of the learning rate and ``objective.kl_warmup_steps`` of the KL
+        weight) end by this fraction of the run at the latest (of its steps, or of ``time_budget_s``), however
+        many steps they ask for, so a short run still trains most of its time at the full KL weight and rate;
+        1 turns the cap off (the warm-ups then last their steps, even past the end of the run). A run resumed
+        with more epochs replays exactly only if its warm-ups were not cut.
     """
 
     epochs: int = 30
@@ -249,6 +334,16 @@ class TrainConfig:
     amp: Literal["none", "bf16"] = "none"
     compile: bool = False
     num_images: int = 64
+    max_warmup_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        _check_section(self, "train", {
+            "epochs": at_least(1), "batch_size": at_least(1), "lr": positive(), "weight_decay": at_least(0.0),
+            "warmup_steps": at_least(0), "grad_clip": at_least(0.0), "skip_grad_norm": at_least(0.0),
+            "ema": between(0.0, 1.0), "max_bad_steps": at_least(1), "patience": at_least(0), "eval_k": at_least(0),
+            "eval_every": at_least(1), "time_budget_s": at_least(0.0), "num_images": at_least(1),
+            "max_warmup_fraction": between(0.0, 1.0, upper_open=False),
+        })
 
 
 @dataclass(frozen=True)

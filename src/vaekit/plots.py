@@ -6,7 +6,7 @@
     (N, D) or any other shape                    ──> PNG heat map, one row per example (matplotlib)
     list of per-epoch metric dicts               ──> PNG loss curve in nats (matplotlib)
 
-Every file is rendered in memory and written with :func:`vaekit.serialization.atomic_write_bytes`, so a
+Every file is rendered in memory and written with :func:`vaekit.files.atomic_write_bytes`, so a
 crash never leaves a half-written PNG. matplotlib is imported lazily with the Agg backend.
 """
 
@@ -23,13 +23,14 @@ import numpy as np
 import torch
 
 from vaekit.errors import DataError
-from vaekit.serialization import atomic_write_bytes
+from vaekit.files import atomic_write_bytes
 
 logger = logging.getLogger(__name__)
 
 MIN_CELL_PX = 28  # small images (8x8 digits) are upscaled to at least this many pixels per side
 PADDING_PX = 2
 PADDING_VALUE = 1.0  # white lines between cells; NaN images are drawn in this colour too (blank cells)
+CAPTION_PX = 11  # text height of grid captions
 HEATMAP_WIDTH_IN = 8.0
 DPI = 100
 
@@ -45,7 +46,8 @@ def _to_numpy(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(images, dtype=np.float32)
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend (imported on first use: it costs about a second)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,8 +56,9 @@ def _pyplot() -> Any:
     return plt
 
 
-def _save_figure(fig: Any, path: Path) -> Path:
-    plt = _pyplot()
+def save_figure(fig: Any, path: Path) -> Path:
+    """Render a matplotlib figure to PNG in memory, close it, and write it atomically to ``path``."""
+    plt = pyplot()
     buffer = io.BytesIO()
     try:
         fig.savefig(buffer, format="png", dpi=DPI)
@@ -72,8 +75,11 @@ def save_image_grid(
     *,
     nrow: int | None = None,
     data_shape: Sequence[int] | None = None,
+    row_labels: Sequence[str] = (),
+    col_labels: Sequence[str] = (),
+    title: str = "",
 ) -> Path:
-    """Save examples as one PNG: a grid of images, or a heat map for non-image data.
+    """Save examples as one PNG: a grid of images with optional captions, or a heat map for non-image data.
 
     Parameters
     ----------
@@ -87,6 +93,11 @@ def save_image_grid(
         Images per grid row (default ``ceil(sqrt(N))``); ignored for heat maps.
     data_shape
         Per-example shape to reshape flat rows to, e.g. ``(1, 8, 8)``.
+    row_labels, col_labels
+        A caption left of each grid row (e.g. "originals", "z[3]") and above each column (e.g. "-3.0"), drawn
+        in black on white; empty strings leave a row or column uncaptioned.
+    title
+        A line of text above the grid.
 
     Returns
     -------
@@ -109,15 +120,34 @@ def save_image_grid(
     if x.ndim == 3:
         x = x[:, None]  # (N, 1, H, W)
     if not is_image_shape(x.shape[1:]):
-        return save_heatmap(x.reshape(len(x), -1), path)
+        return save_heatmap(x.reshape(len(x), -1), path, title=title or None)
+    canvas = _grid_pixels(x, nrow)  # (H, W, C) uint8
+    from PIL import Image
 
-    n, c, h, w = x.shape
+    c = canvas.shape[2]
+    image = Image.fromarray(canvas[:, :, 0] if c == 1 else canvas, mode="L" if c == 1 else "RGB")
+    if row_labels or col_labels or title:
+        image = _captioned(image, x.shape[2:], nrow or math.ceil(math.sqrt(len(x))), row_labels, col_labels, title)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    atomic_write_bytes(path, buffer.getvalue())
+    logger.debug("wrote %s (%d images)", path, len(x))
+    return path
+
+
+def _cell_size(h: int, w: int) -> tuple[int, int, int]:
     scale = max(1, math.ceil(MIN_CELL_PX / min(h, w)))
+    return scale, h * scale, w * scale
+
+
+def _grid_pixels(x: np.ndarray, nrow: int | None) -> np.ndarray:
+    """Images (N, C, H, W) in [0, 1] tiled ``nrow`` per row, upscaled and padded: (H', W', C) uint8."""
+    n, c, h, w = x.shape
+    scale, ch, cw = _cell_size(h, w)
     ncol = max(1, min(nrow or math.ceil(math.sqrt(n)), n))
     nrows = math.ceil(n / ncol)
     x = np.clip(np.nan_to_num(x, nan=PADDING_VALUE), 0.0, 1.0)
     x = x.repeat(scale, axis=2).repeat(scale, axis=3)  # (N, C, h*s, w*s)
-    ch, cw = h * scale, w * scale
     canvas = np.full(
         (c, nrows * (ch + PADDING_PX) + PADDING_PX, ncol * (cw + PADDING_PX) + PADDING_PX),
         PADDING_VALUE,
@@ -127,15 +157,39 @@ def save_image_grid(
         top = PADDING_PX + (i // ncol) * (ch + PADDING_PX)
         left = PADDING_PX + (i % ncol) * (cw + PADDING_PX)
         canvas[:, top : top + ch, left : left + cw] = x[i]
-    pixels = np.round(canvas * 255).astype(np.uint8).transpose(1, 2, 0)  # (H, W, C)
-    from PIL import Image
+    return np.round(canvas * 255).astype(np.uint8).transpose(1, 2, 0)
 
-    image = Image.fromarray(pixels[:, :, 0] if c == 1 else pixels, mode="L" if c == 1 else "RGB")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    atomic_write_bytes(path, buffer.getvalue())
-    logger.debug("wrote %s (%d images)", path, n)
-    return path
+
+def _captioned(
+    grid: Any, cell: Sequence[int], ncol: int, row_labels: Sequence[str], col_labels: Sequence[str], title: str
+) -> Any:
+    """``grid`` on a white canvas with the row captions at its left, the column captions and the title above."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=CAPTION_PX)
+    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
+
+    def width(text: str) -> int:
+        return int(measure.textlength(text, font=font)) if text else 0
+
+    _, ch, cw = _cell_size(int(cell[0]), int(cell[1]))
+    left = max((width(t) for t in row_labels), default=0) + (2 * PADDING_PX if row_labels else 0)
+    line = CAPTION_PX + 2 * PADDING_PX
+    top = (line if title else 0) + (line if col_labels else 0)
+    right = max(0, width(title) + PADDING_PX - (left + grid.width))
+    canvas = Image.new(grid.mode, (left + grid.width + right, top + grid.height), 255 if grid.mode == "L" else "white")
+    canvas.paste(grid, (left, top))
+    draw = ImageDraw.Draw(canvas)
+    ink = 0 if grid.mode == "L" else "black"
+    if title:
+        draw.text((PADDING_PX, PADDING_PX), title, fill=ink, font=font)
+    for j, text in enumerate(col_labels[:ncol]):
+        centre = left + PADDING_PX + j * (cw + PADDING_PX) + cw // 2
+        draw.text((centre - width(text) // 2, top - line + PADDING_PX), text, fill=ink, font=font)
+    for i, text in enumerate(row_labels):
+        middle = top + PADDING_PX + i * (ch + PADDING_PX) + ch // 2
+        draw.text((PADDING_PX, middle - CAPTION_PX // 2), text, fill=ink, font=font)
+    return canvas
 
 
 def save_heatmap(rows: torch.Tensor | np.ndarray, path: str | Path, *, title: str | None = None) -> Path:
@@ -146,7 +200,7 @@ def save_heatmap(rows: torch.Tensor | np.ndarray, path: str | Path, *, title: st
     """
     x = _to_numpy(rows)
     x = x.reshape(len(x), -1)  # (N, D)
-    plt = _pyplot()
+    plt = pyplot()
     height = min(max(2.5, 1.5 + 0.12 * len(x)), 12.0)
     fig, ax = plt.subplots(figsize=(HEATMAP_WIDTH_IN, height))
     finite = x[np.isfinite(x)]
@@ -158,7 +212,7 @@ def save_heatmap(rows: torch.Tensor | np.ndarray, path: str | Path, *, title: st
         ax.set_title(title)
     fig.colorbar(image, ax=ax)
     fig.tight_layout()
-    return _save_figure(fig, Path(path))
+    return save_figure(fig, Path(path))
 
 
 def plot_loss_curve(metrics: list[dict[str, Any]], path: str | Path) -> Path:
@@ -177,7 +231,7 @@ def plot_loss_curve(metrics: list[dict[str, Any]], path: str | Path) -> Path:
     Path
         ``path``.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     epochs = [m.get("epoch", i + 1) for i, m in enumerate(metrics)]
     curves = (
@@ -197,4 +251,20 @@ def plot_loss_curve(metrics: list[dict[str, Any]], path: str | Path) -> Path:
     if ax.lines:
         ax.legend()
     fig.tight_layout()
-    return _save_figure(fig, Path(path))
+    return save_figure(fig, Path(path))
+
+
+def interleave_rows(originals: np.ndarray, reconstructions: np.ndarray, width: int) -> np.ndarray:
+    """Stack examples as rows of ``width``: originals row, reconstructions row, ... (NaN-padded).
+
+    Returns
+    -------
+    np.ndarray
+        ``(2 * ceil(N / width) * width, *shape)``; NaN cells are drawn blank.
+    """
+    n = len(originals)
+    padded = math.ceil(n / width) * width
+    pad = np.full((padded - n, *originals.shape[1:]), np.nan, dtype=np.float32)
+    rows_a = np.concatenate([originals, pad]).reshape(-1, width, *originals.shape[1:])
+    rows_b = np.concatenate([reconstructions, pad]).reshape(-1, width, *originals.shape[1:])
+    return np.stack([rows_a, rows_b], axis=1).reshape(-1, *originals.shape[1:])

@@ -17,7 +17,7 @@ class Preset:
     config: Config
 
 
-PRESETS: Registry[Preset] = Registry("preset")
+PRESETS: Registry[Preset] = Registry("preset", "--preset")
 
 
 def _add(name: str, description: str, config: Config) -> None:

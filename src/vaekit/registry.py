@@ -21,10 +21,13 @@ class Registry(Generic[T]):
     ----------
     kind
         What the registry holds, used in error messages ("likelihood", "architecture", ...).
+    key
+        The config key that names its entries (``"model.likelihood"``), named in error messages; optional.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, key: str = "") -> None:
         self.kind = kind
+        self.key = key
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -50,7 +53,8 @@ class Registry(Generic[T]):
             return self._items[name]
         except KeyError:
             valid = ", ".join(sorted(self._items))
-            raise ConfigError(f"unknown {self.kind} {name!r}; choose one of: {valid}") from None
+            where = f" ({self.key})" if self.key else ""
+            raise ConfigError(f"unknown {self.kind} {name!r}{where}; choose one of: {valid}") from None
 
     def names(self) -> list[str]:
         """Registered names, sorted."""

@@ -12,10 +12,10 @@ import torch
 from vaekit import objectives
 from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError, DataError
-from vaekit.likelihoods import LIKELIHOODS
-from vaekit.model import VAE
+from vaekit.models.likelihoods import LIKELIHOODS
+from vaekit.models.serialization import load, save_model
+from vaekit.models.vae import VAE
 from vaekit.nn import ACTIVATIONS, ARCHITECTURES
-from vaekit.serialization import load, save_model
 
 SHAPES = [(1, 8, 8), (3, 12, 10), (1, 7, 9), (5,)]
 

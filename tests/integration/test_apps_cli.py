@@ -10,13 +10,13 @@ import pytest
 import torch
 from PIL import Image
 
-from vaekit.cli import main
+from vaekit.apps.latent_map import plot_latent
+from vaekit.cli.main import main
 from vaekit.config import ModelConfig
 from vaekit.data import Preprocessing
 from vaekit.errors import ConfigError, DataError
-from vaekit.model import VAE
-from vaekit.plot_latent import plot_latent
-from vaekit.probe import probe
+from vaekit.evaluation.probing import probe
+from vaekit.models.vae import VAE
 
 TRAIN = ["--epochs", "5", "--quiet", "model.hidden_dims=[64]", "model.latent_dim=4", "train.num_images=4"]
 
@@ -101,7 +101,7 @@ def test_score_bad_input_is_one_line(capsys: pytest.CaptureFixture[str], run_dir
     assert "contamination=0.9 is outside its range (0, 0.5]" in message
     message = one_line_error(capsys, "score", str(run_dir), "--fpr", "0.1", "--threshold", "3")
     assert "not allowed with argument" in message
-    assert "unknown" not in one_line_error(capsys, "score", str(run_dir), "--method", "lof")
+    assert "choose one of: elbo, iwae, recon" in one_line_error(capsys, "score", str(run_dir), "--method", "lof")
 
 
 def test_plot_latent_and_probe(capsys: pytest.CaptureFixture[str], run_dir: Path, tmp_path: Path) -> None:

@@ -12,14 +12,14 @@ import torch
 from PIL import Image
 
 import vaekit
-from vaekit.bitsback import CodingConfig
-from vaekit.cli import main
-from vaekit.compress import compress, decompress
+from vaekit.cli.main import main
+from vaekit.codec.bitsback import CodingConfig
+from vaekit.codec.compression import compress, decompress
+from vaekit.codec.container import FORMAT_VERSION, CompressedFileError
 from vaekit.config import ModelConfig
-from vaekit.container import FORMAT_VERSION, CompressedFileError
 from vaekit.errors import ConfigError, DataError, OutputError, VaeKitError
-from vaekit.model import VAE
-from vaekit.serialization import save_model
+from vaekit.models.serialization import save_model
+from vaekit.models.vae import VAE
 
 CODING = CodingConfig(latent_bits=12, batch_size=16)
 
@@ -147,7 +147,7 @@ def test_image_folder_round_trip(tmp_path, pixels, model_dirs):
 def test_progress_bar_on_long_inputs(capsys, monkeypatch, pixels):
     import importlib
 
-    module = importlib.import_module("vaekit.compress")  # the module, not the function vaekit.compress
+    module = importlib.import_module("vaekit.codec.compression")  # the module, not the function vaekit.codec.compression
 
     model = _model("discretized_logistic")
     compress(model, pixels, config=CODING, progress=True)

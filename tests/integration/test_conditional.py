@@ -12,14 +12,14 @@ import pytest
 import torch
 
 import vaekit
-from vaekit.classifier import Classifier, ClassifierSettings, get_classifier
-from vaekit.cli import main
+from vaekit.cli.main import main
 from vaekit.config import resolve_config
 from vaekit.data import load_examples
 from vaekit.errors import ConfigError, DataError
-from vaekit.model import VAE
+from vaekit.evaluation.classifier import Classifier, ClassifierSettings, get_classifier
+from vaekit.evaluation.quality import sample_quality
+from vaekit.models.vae import VAE
 from vaekit.presets import get_preset
-from vaekit.quality import sample_quality
 
 TINY = ["--epochs", "2", "--quiet", "model.hidden_dims=[32]", "model.latent_dim=4", "train.num_images=10"]
 
@@ -148,8 +148,8 @@ def test_reconstruct_and_embed_encode_with_the_data_labels(cvae: VAE, tmp_path: 
 
 
 def test_conditional_model_needs_labelled_data(cvae: VAE) -> None:
-    from vaekit._verbs import data_labels
     from vaekit.data import ExampleSet
+    from vaekit.models.inputs import data_labels
 
     unlabelled = ExampleSet(np.zeros((3, 8, 8), np.uint8), cvae.preprocessing)
     with pytest.raises(DataError, match="no labels"):
@@ -174,7 +174,7 @@ def test_conditional_samples_are_classified_as_the_requested_class(
     assert report.conditional_accuracy is not None and report.conditional_accuracy >= 0.9, report.per_class_accuracy
     assert report.per_class_accuracy is not None and len(report.per_class_accuracy) == 10
     # The same figures through `vaekit evaluate --samples`, with the extractor named beside them.
-    monkeypatch.setattr(importlib.import_module("vaekit.classifier"), "get_classifier", lambda *a, **k: fast_classifier)
+    monkeypatch.setattr(importlib.import_module("vaekit.evaluation.quality"), "get_classifier", lambda *a, **k: fast_classifier)
     code, out, _ = run(capsys, "evaluate", tmp_path / "run", "--k", "2", "--samples", "200", "--quiet")
     assert code == 0 and "class-conditional accuracy" in out and fast_classifier.name in out
 

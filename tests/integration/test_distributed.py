@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from vaekit.config import resolve_config
 from vaekit.presets import get_preset
-from vaekit.train import train
+from vaekit.training.loop import train
 
 TIMEOUT = 240
 RUN_FILES = {"config.json", "metrics.jsonl", "loss_curve.png", "samples.png", "reconstructions.png",
@@ -107,18 +107,18 @@ import numpy as np
 from vaekit.config import resolve_config
 from vaekit.presets import get_preset
 
-train_module = importlib.import_module("vaekit.train")
-original, seen, rank = train_module._loss, [], int(os.environ["RANK"])
+train_module = importlib.import_module("vaekit.training.loop")
+original, seen, rank = train_module.compute_loss, [], int(os.environ["RANK"])
 
-def loss(model, x, y, config, step):
+def loss(model, x, y, config, step, kl_weight):
     values = np.rint(x.numpy().reshape(len(x), -1)[:, :2] * 255).astype(int)
     seen.append((values[:, 0] * 256 + values[:, 1]).tolist())  # the example ids stored in the data
-    terms = original(model, x, y, config, step)
+    terms = original(model, x, y, config, step, kl_weight)
     if rank == 1 and step == 3:  # one rank only: every rank must skip this update together
         terms.loss = terms.loss * math.nan
     return terms
 
-train_module._loss = loss
+train_module.compute_loss = loss
 config = resolve_config(get_preset("tabular"), overrides=[
     f"data.source={sys.argv[1]}", "data.num_workers=2", "data.shuffle_buffer=300", "data.standardize=false",
     "model.latent_dim=2", "model.hidden_dims=[8]", "train.epochs=2", "train.batch_size=64", "train.device=cpu",

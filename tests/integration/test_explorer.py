@@ -45,7 +45,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_config: Callable[..., Any]) -> Iterator[str]:
     """``vaekit serve`` of a freshly trained tiny digits model on a free loopback port."""
-    from vaekit.train import train
+    from vaekit.training.loop import train
 
     folder = tmp_path_factory.mktemp("explorer")
     run = train(tiny_config("train.epochs=3"), folder / "run")

@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from vaekit.cli import main
+from vaekit.cli.main import main
 from vaekit.data import Preprocessing
 from vaekit.errors import ConfigError, OutputError
-from vaekit.export import DECODER_NAME, ENCODER_NAME, MANIFEST_NAME, ExportError, export
-from vaekit.model import VAE
+from vaekit.models.vae import VAE
+from vaekit.serving.onnx import DECODER_NAME, ENCODER_NAME, MANIFEST_NAME, ExportError, export
 
 ort = pytest.importorskip("onnxruntime")
-export_module = importlib.import_module("vaekit.export")  # `vaekit.export` is the function of that name
+export_module = importlib.import_module("vaekit.serving.onnx")  # `vaekit.serving.onnx` is the function of that name
 TOLERANCE = 1e-4
 
 
@@ -96,7 +96,7 @@ def test_manifest_preprocessing_and_replacing_an_earlier_export(tmp_path: Path, 
 def test_cli_export_of_a_trained_model(
     tmp_path: Path, tiny_config: Callable[..., object], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from vaekit.train import train
+    from vaekit.training.loop import train
 
     run = train(tiny_config(), tmp_path / "run")  # type: ignore[arg-type]
     out = tmp_path / "exported"
@@ -133,7 +133,7 @@ def test_export_refuses_bad_targets_and_formats(tmp_path: Path, tiny_model: Call
     with pytest.raises(OutputError, match="not an earlier export"):
         export(tiny_model(), precious)
     assert (precious / "notes.txt").read_text() == "keep me"
-    with pytest.raises(ConfigError, match="unknown export format 'tflite'; choose one of: onnx"):
+    with pytest.raises(ConfigError, match="unknown export format 'tflite' \\(--format\\); choose one of: onnx"):
         export(tiny_model(), tmp_path / "x", format="tflite")
     with pytest.raises(ConfigError, match="conditional"):
         export(tiny_model(num_classes=3), tmp_path / "y")

@@ -13,19 +13,19 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from vaekit.apps.scoring import anomaly_scores
 from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError
-from vaekit.evaluate import evaluate
-from vaekit.hvae import HierarchicalVAE
-from vaekit.model import build_model
+from vaekit.evaluation.report import evaluate
+from vaekit.models import build_model
+from vaekit.models.hierarchical import HierarchicalVAE
+from vaekit.models.serialization import load
 from vaekit.presets import get_preset
-from vaekit.score import anomaly_scores
-from vaekit.serialization import load
-from vaekit.train import train
+from vaekit.training.loop import train
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    from vaekit.cli import main
+    from vaekit.cli.main import main
 
     code = main(list(argv))
     captured = capsys.readouterr()
@@ -37,7 +37,7 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert all(fragment in lines[0] for fragment in fragments), err
 
-train_module = importlib.import_module("vaekit.train")
+train_module = importlib.import_module("vaekit.training.loop")
 HVAE = ("model.latent_layers=[4, 2]", "model.hidden_dims=[16]", "model.weight_norm=true")
 
 
@@ -116,18 +116,18 @@ def test_resume_of_a_hierarchical_run_is_bit_exact(tmp_path, tiny_config, monkey
     warm-up and the step decay (which depends on the run's total length) all replay exactly."""
     config = tiny_config(*HVAE, "train.epochs=4", *extra)
     train(config, tmp_path / "a")
-    original, per_epoch = train_module._loss, math.ceil(1350 / config.train.batch_size)
+    original, per_epoch = train_module.compute_loss, math.ceil(1350 / config.train.batch_size)
 
-    def interrupted(model, x, y, cfg, step):
+    def interrupted(model, x, y, cfg, step, kl_weight):
         if step == 2 * per_epoch + 5:
             raise KeyboardInterrupt
-        return original(model, x, y, cfg, step)
+        return original(model, x, y, cfg, step, kl_weight)
 
-    monkeypatch.setattr(train_module, "_loss", interrupted)
+    monkeypatch.setattr(train_module, "compute_loss", interrupted)
     with pytest.raises(KeyboardInterrupt):
         train(config, tmp_path / "b")
     assert len(_records(tmp_path / "b")) == 2
-    monkeypatch.setattr(train_module, "_loss", original)
+    monkeypatch.setattr(train_module, "compute_loss", original)
     train(config, tmp_path / "b", resume=True)
     for name in ("last", "best"):
         a = load_file(str(tmp_path / "a" / name / "model.safetensors"))
@@ -176,7 +176,7 @@ def test_hierarchical_presets_build_and_take_a_step(preset, layers):
     x = torch.randint(0, 256, (4, 1, 28, 28)).float() / 255
     if config.model.likelihood == "bernoulli":
         x = torch.bernoulli(x)
-    loss = train_module._loss(model, x, None, config, step=0).loss
+    loss = train_module.compute_loss(model, x, None, config, step=0, kl_weight=0.0).loss
     loss.backward()
     assert math.isfinite(loss.item())
 

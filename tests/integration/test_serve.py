@@ -23,9 +23,9 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
-from vaekit.model import VAE
-from vaekit.sample import npy_bytes
-from vaekit.serialization import load
+from vaekit.apps.sampling import npy_bytes
+from vaekit.models.serialization import load
+from vaekit.models.vae import VAE
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -66,7 +66,7 @@ def start_server(model: Path, *flags: str, log: Path) -> tuple[subprocess.Popen[
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory, tiny_config: Callable[..., Any]) -> Path:
-    from vaekit.train import train
+    from vaekit.training.loop import train
 
     return train(tiny_config(), tmp_path_factory.mktemp("serve") / "run").run_dir
 
@@ -167,7 +167,7 @@ def test_flat_rows_raw_values_and_npy_give_the_same_answer(client: Any, digits: 
 
 
 def test_sample_is_seeded_and_matches_the_library(client: Any, model: VAE) -> None:
-    from vaekit.sample import sample
+    from vaekit.apps.sampling import sample
 
     body = client.post("/v1/sample", json={"n": 5, "temperature": 0.7, "seed": 42}).json()
     assert body["seed"] == 42 and body["temperature"] == 0.7
@@ -181,7 +181,7 @@ def test_sample_is_seeded_and_matches_the_library(client: Any, model: VAE) -> No
 
 
 def test_score_matches_the_library(client: Any, model: VAE, digits: np.ndarray) -> None:
-    from vaekit.score import anomaly_scores
+    from vaekit.apps.scoring import anomaly_scores
 
     x = torch.from_numpy(digits)
     recon = client.post("/v1/score", json={"x": digits.tolist(), "method": "recon"}).json()
@@ -340,7 +340,7 @@ def test_explorer_page_is_served(client: Any) -> None:
 
 
 def test_cli_serve_refuses_a_bad_port(tmp_path: Path, run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from vaekit.cli import main
+    from vaekit.cli.main import main
 
     assert main(["serve", str(run_dir), "--port", "70000"]) == 2
     assert "port 70000 is out of range" in capsys.readouterr().err
@@ -354,7 +354,7 @@ IN_PROCESS = pytest.mark.filterwarnings("ignore:Using `httpx` with `starlette.te
 def test_non_image_models_get_a_clear_page(tiny_model: Callable[..., VAE]) -> None:
     from fastapi.testclient import TestClient
 
-    from vaekit.serve import create_app
+    from vaekit.serving.http import create_app
 
     client = TestClient(create_app(tiny_model(shape=(5,), likelihood="gaussian")))
     page = client.get("/")
@@ -368,7 +368,7 @@ def test_non_image_models_get_a_clear_page(tiny_model: Callable[..., VAE]) -> No
 def test_conditional_models_take_labels(tiny_model: Callable[..., VAE]) -> None:
     from fastapi.testclient import TestClient
 
-    from vaekit.serve import create_app
+    from vaekit.serving.http import create_app
 
     model = tiny_model(num_classes=3).eval()
     client = TestClient(create_app(model))

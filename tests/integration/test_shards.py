@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 
 from vaekit.config import DataConfig
 from vaekit.data import load_data, load_examples
+from vaekit.data.shards import ShardedExamples
 from vaekit.errors import DataError
-from vaekit.shards import ShardedExamples
-from vaekit.train import train
+from vaekit.training.loop import train
 
 
 def _id_shards(folder: Path, sizes: list[int], features: int = 6, seed: int = 0) -> Path:
@@ -181,19 +181,19 @@ import numpy as np
 from vaekit.config import resolve_config
 from vaekit.presets import get_preset
 
-train_module = importlib.import_module("vaekit.train")
-original, seen, anon = train_module._loss, [], []
+train_module = importlib.import_module("vaekit.training.loop")
+original, seen, anon = train_module.compute_loss, [], []
 
 def status(key):
     for line in open("/proc/self/status"):
         if line.startswith(key + ":"):
             return int(line.split()[1]) * 1024
 
-def loss(model, x, y, config, step):
+def loss(model, x, y, config, step, kl_weight):
     values = np.rint(x.numpy()[:, :3] * 255).astype(np.int64)
     seen.append(values[:, 0] * 65536 + values[:, 1] * 256 + values[:, 2])
     anon.append(status("RssAnon"))  # resident private memory; peak RSS would also count library code pages
-    return original(model, x, y, config, step)
+    return original(model, x, y, config, step, kl_weight)
 
 def run(source, out):
     config = resolve_config(get_preset("digits"), overrides=[
@@ -209,7 +209,7 @@ run(small, out + "-warm-up")
 # process may add. RLIMIT_AS is no use: torch reserves far more address space than it ever touches.
 resource.setrlimit(resource.RLIMIT_DATA, (status("VmData") + cap, resource.RLIM_INFINITY))
 anon_before = status("RssAnon")
-train_module._loss = loss
+train_module.compute_loss = loss
 result = run(big, out)
 try:  # the limit binds: a quarter of the dataset cannot be held
     np.ones(data_bytes // 4, np.uint8)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaekit.bitsback import (
+from vaekit.codec.bitsback import (
     BitsBackModel,
     CodingConfig,
     NotPreparedError,
@@ -17,9 +17,9 @@ from vaekit.bitsback import (
     encode_chunk,
     model_fingerprint,
 )
-from vaekit.codecs import round_trip
+from vaekit.codec.codecs import round_trip
 from vaekit.errors import ConfigError, DataError
-from vaekit.likelihoods import DiscretizedLogisticMixture, logistic_interval_log_mass
+from vaekit.models.likelihoods import DiscretizedLogisticMixture, logistic_interval_log_mass
 
 
 def _symbols(n: int, dims: int, levels: int, seed: int = 0) -> np.ndarray:
@@ -165,7 +165,7 @@ def test_decoding_with_other_weights_is_detected(tiny_model):
 
 def test_posterior_pops_are_draws_from_q_and_latents_cost_the_kl(tiny_model):
     """Popping z with q(z|x) from random bits draws z ~ q; pushing it with the prior then nets KL(q || p) bits."""
-    from vaekit.codecs import ans_coder, initial_words
+    from vaekit.codec.codecs import ans_coder, initial_words
 
     model = tiny_model(likelihood="bernoulli")
     with torch.no_grad():  # a posterior narrower than the prior, away from 0

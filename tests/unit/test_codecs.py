@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vaekit.codecs import (
+from vaekit.codec.codecs import (
     BitsBack,
     Categorical,
     CodecError,

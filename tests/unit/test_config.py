@@ -8,10 +8,10 @@ import pytest
 
 from vaekit.config import Config, ModelConfig, TrainConfig, load_config_file, parse_override, resolve_config
 from vaekit.errors import ConfigError
-from vaekit.likelihoods import LIKELIHOODS
+from vaekit.models.likelihoods import LIKELIHOODS
+from vaekit.models.priors import PRIORS
 from vaekit.nn import ACTIVATIONS, ARCHITECTURES
 from vaekit.presets import PRESETS, get_preset, presets
-from vaekit.priors import PRIORS
 
 
 # -- overrides -----------------------------------------------------------------------------------------------

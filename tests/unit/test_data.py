@@ -16,7 +16,7 @@ from PIL import Image
 
 from vaekit import data
 from vaekit.config import DataConfig
-from vaekit.data import DATASETS, DataBundle, ExampleSet, Preprocessing, load_data, load_examples, read_idx
+from vaekit.data import DATASETS, DataBundle, ExampleSet, Preprocessing, builtin, load_data, load_examples, read_idx
 from vaekit.errors import ConfigError, DataError
 
 REAL_MNIST = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"
@@ -54,7 +54,7 @@ def test_digits_shapes_ranges_labels_and_split() -> None:
     assert bundle.preprocessing.shape == (1, 8, 8) and bundle.preprocessing.kind == "unit"
     assert bundle.preprocessing.scale == 16.0
     assert len(bundle.train) == 1350 and len(bundle.val) == 150
-    assert bundle.test is not None and len(bundle.test) == data.DIGITS_TEST_SIZE
+    assert bundle.test is not None and len(bundle.test) == builtin.DIGITS_TEST_SIZE
     assert not set(bundle.train.rows) & set(bundle.val.rows)
     x = bundle.train.tensor()
     assert x.shape == (1350, 1, 8, 8) and x.dtype == torch.float32
@@ -364,9 +364,20 @@ def test_load_examples_shape_mismatch(tmp_path: Path) -> None:
     np.save(tmp_path / "v.npy", np.zeros((3, 13), np.float32))
     with pytest.raises(DataError, match=r"shape \(13,\).*expects \(1, 8, 8\).*trained on other data"):
         load_examples(str(tmp_path / "v.npy"), pre)
+    np.save(tmp_path / "real.npy", np.full((3, 8, 8), 7.5, np.float32))
+    with pytest.raises(DataError, match=r"outside \[0, 1\].*rescale"):
+        load_examples(str(tmp_path / "real.npy"), pre)
+
+
+def test_files_for_a_model_map_into_its_range_by_their_own_kind(tmp_path: Path) -> None:
+    """A model trained on digits (0..16, divided by 16) reads uint8 files divided by 255 and 0/1 files as they
+    are: the values land in [0, 1] as the file means them, never rescaled by the training data's divisor."""
+    pre = load_data(DataConfig(source="digits")).preprocessing
     np.save(tmp_path / "u8.npy", np.full((3, 8, 8), 200, np.uint8))
-    with pytest.raises(DataError, match="scale of 255"):
-        load_examples(str(tmp_path / "u8.npy"), pre)
+    np.testing.assert_allclose(load_examples(str(tmp_path / "u8.npy"), pre).tensor().numpy(), 200 / 255, rtol=1e-6)
+    binary = (np.arange(3 * 64).reshape(3, 8, 8) % 2).astype(np.uint8)
+    np.save(tmp_path / "b.npy", binary)
+    np.testing.assert_array_equal(load_examples(str(tmp_path / "b.npy"), pre).tensor().numpy()[:, 0], binary)
 
 
 # --- download
@@ -376,7 +387,7 @@ def test_download_offline_names_files_and_folder(tmp_path: Path, monkeypatch: py
     def offline(url: str, timeout: float) -> None:
         raise urllib.error.URLError("network unreachable")
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", offline)
+    monkeypatch.setattr(builtin.urllib.request, "urlopen", offline)
     with pytest.raises(DataError) as info:
         data.download("mnist", str(tmp_path))
     message = str(info.value)
@@ -395,11 +406,11 @@ def test_download_verifies_checksums(tmp_path: Path, monkeypatch: pytest.MonkeyP
     def serve(url: str, timeout: float):  # a local "mirror" serving the real files
         return open(REAL_MNIST / url.rsplit("/", 1)[1], "rb")
 
-    monkeypatch.setattr(data.urllib.request, "urlopen", serve)
+    monkeypatch.setattr(builtin.urllib.request, "urlopen", serve)
     folder = data.download("mnist", str(tmp_path))
-    assert sorted(p.name for p in folder.iterdir()) == sorted(data.CHECKSUMS["mnist"])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(builtin.CHECKSUMS["mnist"])
     shutil.rmtree(folder)
-    monkeypatch.setitem(data.CHECKSUMS["mnist"], "t10k-labels-idx1-ubyte.gz", ("sha256", "0" * 64))
+    monkeypatch.setitem(builtin.CHECKSUMS["mnist"], "t10k-labels-idx1-ubyte.gz", ("sha256", "0" * 64))
     with pytest.raises(DataError, match="sha256"):
         data.download("mnist", str(tmp_path))
 

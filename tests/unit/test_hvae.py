@@ -10,13 +10,13 @@ import pytest
 import torch
 
 from vaekit import objectives
-from vaekit.bitsback import BitsBackModel, CodingConfig, decode_chunk, encode_chunk
-from vaekit.codecs import round_trip
+from vaekit.codec.bitsback import BitsBackModel, CodingConfig, decode_chunk, encode_chunk
+from vaekit.codec.codecs import round_trip
 from vaekit.config import Config, ModelConfig, TrainConfig
 from vaekit.errors import ConfigError
-from vaekit.hvae import HierarchicalVAE, TopDownPosterior
-from vaekit.model import build_model
-from vaekit.train import learning_rate
+from vaekit.models import build_model
+from vaekit.models.hierarchical import HierarchicalVAE, TopDownPosterior
+from vaekit.training.schedules import learning_rate
 
 
 def _hvae(shape=(6,), layers=(3, 2), seed=0, sharpen=10.0, **fields) -> HierarchicalVAE:
@@ -57,37 +57,54 @@ def test_contract_shapes_and_prior(fields, shape):
         assert model.layer_sizes == [2 * 2 * 2, 3 * 2 * 2]  # channels x the 2 x 2 latent grid, top first
 
 
-def test_cached_and_recomputed_passes_agree():
+def test_decode_draw_reuses_the_pass_and_agrees_with_decode():
+    """decode_draw(qz_x, z) serves the stream of the pass that drew z; decode(z) recomputes it: the same p(x|z)."""
     model = _hvae()
     x = _binary(8, 6)
+    pz = model.prior()
     qz_x = model.encode(x)
     z = qz_x.rsample()
+    assert qz_x.stream_of(z) is not None and qz_x.stream_of(z.clone()) is None  # keyed on the very tensor
     assert torch.allclose(qz_x.log_prob(z), qz_x.log_prob(z.clone()), atol=1e-5)
-    assert torch.allclose(qz_x.analytic_kl(z), qz_x.analytic_kl(z.clone()), atol=1e-5)
-    cached = model.decode(z).log_prob(x)  # uses the stream of the pass that drew z
-    assert torch.allclose(cached, model.decode(z.clone()).log_prob(x), atol=1e-5)
-    with torch.no_grad():  # the bounds decode a (k B, L) view of k draws: reused without autograd, exactly
+    assert torch.allclose(qz_x.kl_per_dim(pz, z), qz_x.kl_per_dim(pz, z.clone()), atol=1e-5)
+    reused = model.decode_draw(qz_x, z).log_prob(x)
+    assert torch.allclose(reused, model.decode(z.clone()).log_prob(x), atol=1e-5)
+    with torch.no_grad():  # k draws (k, B, L): the bounds decode them through decode_draw, sample-major
         torch.manual_seed(3)
-        reused = objectives.log_importance_weights(model, x, 4, qz_x)
+        weights = objectives.log_importance_weights(model, x, 4, qz_x)
         draws = qz_x._sampled[0]
         recomputed = (model.decode(draws.reshape(32, -1).clone()).log_prob(x.repeat(4, 1)).reshape(4, 8)
                       + model.prior().log_prob(draws) - qz_x.log_prob(draws.clone()))
-    assert torch.allclose(reused, recomputed, atol=1e-4)
+    assert torch.allclose(weights, recomputed, atol=1e-4)
+
+
+def test_decode_is_a_function_of_z_alone():
+    """No state passes from encode to decode: decoding a draw gives the same p(x|z) whatever was encoded last."""
+    model = _hvae()
+    x = _binary(8, 6)
+    with torch.no_grad():
+        e = model.encode(x).rsample()
+        before = model.decode(e).log_prob(x)
+        model.encode(_binary(8, 6, seed=5)).rsample()  # another pass in between
+        after = model.decode(e).log_prob(x)
+    assert torch.equal(before, after)
 
 
 def test_draws_written_in_place_are_not_served_from_the_cache():
     model = _hvae()
     x = _binary(8, 6)
+    pz = model.prior()
     qz_x = model.encode(x)
     fresh = TopDownPosterior(model, qz_x.features)  # no cache: always runs its own pass
     with torch.no_grad():
         z = qz_x.rsample()
         z.mul_(3.0)  # bumps z's version: the pass that drew z no longer describes it
+        assert qz_x.stream_of(z) is None
         assert torch.allclose(qz_x.log_prob(z), fresh.log_prob(z.clone()), atol=1e-5)
-        assert torch.allclose(qz_x.analytic_kl(z), fresh.analytic_kl(z.clone()), atol=1e-5)
+        assert torch.allclose(qz_x.kl_per_dim(pz, z), fresh.kl_per_dim(pz, z.clone()), atol=1e-5)
         e = qz_x.rsample()
         e.add_(1.0)
-        assert torch.allclose(model.decode(e).log_prob(x), model.decode(e.clone()).log_prob(x), atol=1e-5)
+        assert torch.allclose(model.decode_draw(qz_x, e).log_prob(x), model.decode(e.clone()).log_prob(x), atol=1e-5)
     assert not torch.allclose(fresh.log_prob(z), fresh.log_prob(z / 3.0), atol=1e-3)  # the edit matters
 
 
@@ -110,7 +127,7 @@ def test_analytic_kl_matches_monte_carlo():
         qz_x = model.encode(x)
         z = qz_x.rsample((20_000,))
         monte_carlo = (qz_x.log_prob(z) - model.prior().log_prob(z)).mean(0)
-        analytic = qz_x.analytic_kl(z).sum(-1).mean(0)
+        analytic = qz_x.kl_per_dim(model.prior(), z).sum(-1).mean(0)
     assert float(monte_carlo.min()) > 0.5  # a posterior far from the prior
     assert torch.allclose(monte_carlo, analytic, rtol=0.03, atol=0.03)
 

@@ -12,9 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vaekit import objectives
-from vaekit.config import ModelConfig
-from vaekit.likelihoods import BernoulliLikelihood, GaussianLikelihood
-from vaekit.model import VAE
+from vaekit.config import ModelConfig, resolve_config
+from vaekit.models.likelihoods import BernoulliLikelihood, GaussianLikelihood
+from vaekit.models.vae import VAE
+from vaekit.training.schedules import kl_weight
 
 
 @pytest.fixture(scope="module")
@@ -267,13 +268,28 @@ def test_beta_scales_the_kl_term_exactly(trained_model, beta):
 
 
 def test_kl_weight_warms_up_linearly():
-    assert objectives.kl_weight(0, 2.0, 10) == 0.0
-    assert objectives.kl_weight(5, 2.0, 10) == pytest.approx(1.0)
-    assert objectives.kl_weight(10, 2.0, 10) == pytest.approx(2.0)
-    assert objectives.kl_weight(1000, 2.0, 10) == pytest.approx(2.0)
-    assert objectives.kl_weight(0, 0.5, 0) == 0.5  # warm-up off
-    steps = [objectives.kl_weight(s, 1.0, 8) for s in range(9)]
+    def weight(step: int, beta: float, warmup: int, total: int = 10_000) -> float:
+        config = resolve_config(overrides=[f"objective.beta={beta}", f"objective.kl_warmup_steps={warmup}"])
+        return kl_weight(step, total, config)
+
+    assert weight(0, 2.0, 10) == 0.0
+    assert weight(5, 2.0, 10) == pytest.approx(1.0)
+    assert weight(10, 2.0, 10) == pytest.approx(2.0)
+    assert weight(1000, 2.0, 10) == pytest.approx(2.0)
+    assert weight(0, 0.5, 0) == 0.5  # warm-up off
+    steps = [weight(s, 1.0, 8) for s in range(9)]
     assert steps == pytest.approx([s / 8 for s in range(9)])
+
+
+def test_warm_up_ends_by_a_quarter_of_a_short_run():
+    """A warm-up longer than the run is cut to train.max_warmup_fraction of it: the weight reaches beta by then."""
+    config = resolve_config(overrides=["objective.kl_warmup_steps=10000", "objective.beta=2"])
+    assert kl_weight(50, 1000, config) == pytest.approx(2.0 * 50 / 250)  # a 250-step warm-up (1000 / 4)
+    assert kl_weight(250, 1000, config) == pytest.approx(2.0)
+    assert kl_weight(999, 1000, config) == pytest.approx(2.0)
+    budget = resolve_config(config, overrides=["train.time_budget_s=100"])
+    assert kl_weight(3, 10**9, budget, elapsed_s=12.5) == pytest.approx(2.0 * 0.5)  # by the clock: 12.5 of 25 s
+    assert kl_weight(3, 10**9, budget, elapsed_s=30.0) == pytest.approx(2.0)
 
 
 # -- gradients -----------------------------------------------------------------------------------------------

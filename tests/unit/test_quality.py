@@ -12,7 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from vaekit.classifier import (
+from vaekit.config import resolve_config
+from vaekit.data import Preprocessing, load_examples
+from vaekit.errors import ConfigError, DataError
+from vaekit.evaluation.classifier import (
     CLASSIFIER_VERSION,
     Classifier,
     ClassifierSettings,
@@ -22,12 +25,7 @@ from vaekit.classifier import (
     load_classifier,
     save_classifier,
 )
-from vaekit.config import resolve_config
-from vaekit.data import Preprocessing, load_examples
-from vaekit.errors import ConfigError, DataError
-from vaekit.model import VAE
-from vaekit.presets import get_preset
-from vaekit.quality import (
+from vaekit.evaluation.quality import (
     class_accuracy,
     fid,
     frechet_distance,
@@ -38,7 +36,9 @@ from vaekit.quality import (
     quality_rows,
     sample_quality,
 )
-from vaekit.train import train
+from vaekit.models.vae import VAE
+from vaekit.presets import get_preset
+from vaekit.training.loop import train
 
 DIGITS = Preprocessing(shape=(1, 8, 8), kind="unit", scale=16.0, source="digits")
 FAST = ClassifierSettings(steps=300)  # a few seconds; ~90% test accuracy on digits
@@ -170,7 +170,7 @@ def test_classifier_cache_is_reused_and_survives_a_round_trip(
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cached extractor should have been loaded")
 
-    monkeypatch.setattr(importlib.import_module("vaekit.classifier"), "fit_classifier", no_training)
+    monkeypatch.setattr(importlib.import_module("vaekit.evaluation.classifier"), "fit_classifier", no_training)
     again = get_classifier("digits", DIGITS, cache_dir=extractor_cache, settings=FAST)
     x = torch.rand(5, 1, 8, 8)
     np.testing.assert_array_equal(again.features(x), digits_classifier.features(x))
@@ -278,10 +278,10 @@ def test_sample_quality_bad_arguments(digits_vae: VAE, digits_classifier: Classi
 def test_evaluate_samples_adds_quality_to_the_report(
     digits_vae: VAE, digits_classifier: Classifier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from vaekit.evaluate import evaluate
+    from vaekit.evaluation.report import evaluate
 
     monkeypatch.setattr(
-        importlib.import_module("vaekit.classifier"), "get_classifier", lambda *a, **k: digits_classifier
+        importlib.import_module("vaekit.evaluation.quality"), "get_classifier", lambda *a, **k: digits_classifier
     )
     report = evaluate(digits_vae, k=2, samples=100)
     assert report.sample_quality is not None and report.sample_quality["num_samples"] == 100

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vaekit import distributed
-from vaekit.cli import _without_nproc, main
+from vaekit.cli.main import main
+from vaekit.cli.train import _without_nproc
 from vaekit.errors import ConfigError
-from vaekit.train import resolve_device
+from vaekit.training import distributed as distributed
+from vaekit.training.loop import resolve_device
 
 
 @pytest.mark.parametrize("n", [1, 7, 100, 1350])

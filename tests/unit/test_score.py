@@ -13,11 +13,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from vaekit import objectives
-from vaekit.config import Config
-from vaekit.data import Preprocessing
-from vaekit.errors import ConfigError, DataError, OutputError
-from vaekit.model import VAE
-from vaekit.score import (
+from vaekit.apps.scoring import (
     SATURATED,
     SCORES,
     ScoreResult,
@@ -27,8 +23,12 @@ from vaekit.score import (
     quantile_threshold,
     score,
 )
-from vaekit.serialization import save_model
-from vaekit.train import train
+from vaekit.config import Config
+from vaekit.data import Preprocessing
+from vaekit.errors import ConfigError, DataError, OutputError
+from vaekit.models.serialization import save_model
+from vaekit.models.vae import VAE
+from vaekit.training.loop import train
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_trained_model_scores_noise_as_anomalous(trained: VAE, digits_x: torch.T
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"method": "lof"}, ConfigError, "unknown anomaly score 'lof'; choose one of: elbo, iwae, recon"),
+        ({"method": "lof"}, ConfigError, "unknown anomaly score 'lof' \\(--method\\); choose one of: elbo, iwae, recon"),
         ({"unit": "bytes"}, ConfigError, "unknown score unit 'bytes'"),
         ({"method": "recon", "unit": "bits"}, ConfigError, "squared error, not a rate"),
         ({"k": 0}, ConfigError, "k must be at least 1, got 0"),

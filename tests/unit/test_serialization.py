@@ -11,11 +11,10 @@ import pytest
 import torch
 
 import vaekit
-from vaekit import serialization
+from vaekit import files
 from vaekit.data import Preprocessing
 from vaekit.errors import ModelFileError, OutputError, VaeKitError
-from vaekit.model import VAE
-from vaekit.serialization import (
+from vaekit.models.serialization import (
     CONFIG_NAME,
     FORMAT_VERSION,
     METADATA_NAME,
@@ -24,6 +23,7 @@ from vaekit.serialization import (
     load,
     save_model,
 )
+from vaekit.models.vae import VAE
 
 
 @pytest.fixture
@@ -75,7 +75,7 @@ def test_failed_save_leaves_old_model_and_no_temp_dirs(model, saved, tiny_model,
     def broken_save_file(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(serialization, "save_file", broken_save_file)
+    monkeypatch.setattr("safetensors.torch.save_file", broken_save_file)
     with pytest.raises(RuntimeError, match="disk full"):
         save_model(tiny_model(seed=3, likelihood="gaussian"), saved)
     assert sorted(p.name for p in saved.parent.iterdir()) == ["model"]
@@ -192,14 +192,14 @@ def test_output_under_a_regular_file_is_an_output_error(model, tmp_path):
         save_model(model, blocker / "model")
     assert "file.txt" in str(info.value)
     with pytest.raises(OutputError):
-        serialization.atomic_write_text(blocker / "notes.txt", "x")
+        files.atomic_write_text(blocker / "notes.txt", "x")
     assert blocker.read_text() == "not a directory"
 
 
 def test_atomic_write_replaces_without_leftovers(tmp_path):
     target = tmp_path / "metrics.jsonl"
-    serialization.atomic_write_text(target, "one\n")
-    serialization.atomic_write_text(target, "two\n")
+    files.atomic_write_text(target, "one\n")
+    files.atomic_write_text(target, "two\n")
     assert target.read_text() == "two\n"
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
 

@@ -10,17 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
+from vaekit.apps.embedding import embed
+from vaekit.apps.interpolation import interpolate, lerp, slerp
+from vaekit.apps.reconstruction import interleave_rows, reconstruct
+from vaekit.apps.sampling import sample
+from vaekit.apps.traversal import traversal_latents, traverse
 from vaekit.config import ModelConfig
 from vaekit.data import Preprocessing
-from vaekit.embed import embed
 from vaekit.errors import ConfigError, OutputError
-from vaekit.interpolate import interpolate, lerp, slerp
-from vaekit.model import VAE
+from vaekit.models.serialization import save_model
+from vaekit.models.vae import VAE
 from vaekit.plots import plot_loss_curve, save_image_grid
-from vaekit.reconstruct import interleave_rows, reconstruct
-from vaekit.sample import sample
-from vaekit.serialization import save_model
-from vaekit.traverse import traversal_latents, traverse
 
 LATENT = 4
 
@@ -51,6 +51,14 @@ def png_size(path: Path) -> tuple[int, int]:
     with Image.open(path) as image:
         image.load()
         return image.size
+
+
+def assert_captioned_grid(path: Path, cols: int, rows: int, *, cell: int = 34, text: tuple[str, ...] = ()) -> None:
+    """The picture holds a grid of ``cols`` x ``rows`` cells of ``cell`` px (2 px padding), plus caption margins."""
+    width, height = png_size(path)
+    grid_w, grid_h = cols * cell + 2, rows * cell + 2
+    assert width >= grid_w and height >= grid_h
+    assert height - grid_h in (0, 15, 30)  # a title line and/or a line of column captions, 15 px each
 
 
 # -- plots -----------------------------------------------------------------------------------------------
@@ -144,7 +152,7 @@ def test_sample_shape_seeding_and_files(model_dir: Path, tmp_path: Path) -> None
     assert x.shape == (6, 1, 8, 8) and x.dtype == np.float32
     assert ((x >= 0) & (x <= 1)).all()
     np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), x)
-    assert png_size(tmp_path / "s.png") == (3 * 34 + 2, 2 * 34 + 2)  # ceil(sqrt(6)) = 3 per row
+    assert_captioned_grid(tmp_path / "s.png", 3, 2)  # ceil(sqrt(6)) = 3 per row, and a title
     np.testing.assert_array_equal(sample(model_dir, 6, seed=1), x)
     assert not np.array_equal(sample(model_dir, 6, seed=2), x)
 
@@ -184,7 +192,7 @@ def test_reconstruct_first_examples(digits_model: VAE, tmp_path: Path) -> None:
     np.testing.assert_allclose(recon, expected, atol=1e-6)
     # digits' test split is its last 297 images; values are divided by 16.
     np.testing.assert_allclose(originals[0, 0], load_digits().images[-297] / 16.0)
-    assert png_size(tmp_path / "r.png") == (4 * 34 + 2, 2 * 34 + 2)  # originals row over reconstructions row
+    assert_captioned_grid(tmp_path / "r.png", 4, 2)  # originals row over reconstructions row, captioned
 
 
 def test_interleave_rows_alternates_and_pads() -> None:
@@ -210,7 +218,7 @@ def test_interpolate_ends_decode_posterior_means(digits_model: VAE, method: str,
     with torch.no_grad():
         ends = digits_model.decode(digits_model.encode(torch.from_numpy(originals[[2, 5]])).mean).mean.numpy()
     np.testing.assert_allclose(x[[0, -1]], ends, atol=1e-5)
-    assert png_size(tmp_path / "i.png") == (5 * 34 + 2, 36)
+    assert_captioned_grid(tmp_path / "i.png", 5, 1)  # a title and the end points' indices above the strip
 
 
 def test_interpolate_errors(digits_model: VAE) -> None:
@@ -230,7 +238,7 @@ def test_traverse_from_prior_mean(digits_model: VAE, tmp_path: Path) -> None:
     with torch.no_grad():
         expected = digits_model.decode(z).mean.numpy().reshape(2, 5, 1, 8, 8)
     np.testing.assert_allclose(x, expected, atol=1e-6)
-    assert png_size(tmp_path / "t.png") == (5 * 34 + 2, 2 * 34 + 2)
+    assert_captioned_grid(tmp_path / "t.png", 5, 2)  # a row per dimension, values above, dimensions left
 
 
 def test_traverse_from_example_defaults_to_all_small_latents(digits_model: VAE) -> None:

@@ -24,7 +24,7 @@ from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError
 from vaekit.registry import Registry
 
-ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry("activation")
+ACTIVATIONS: Registry[Callable[[], nn.Module]] = Registry("activation", "model.activation")
 ACTIVATIONS.register("relu")(nn.ReLU)
 ACTIVATIONS.register("elu")(nn.ELU)
 ACTIVATIONS.register("gelu")(nn.GELU)
@@ -47,7 +47,7 @@ class Architecture(Protocol):
         ...
 
 
-ARCHITECTURES: Registry[Architecture] = Registry("architecture")
+ARCHITECTURES: Registry[Architecture] = Registry("architecture", "model.architecture")
 
 
 def mlp(sizes: Sequence[int], activation: str) -> nn.Sequential:
@@ -86,7 +86,9 @@ class MLPArchitecture:
         return nn.Sequential(mlp(sizes, config.activation), _Unflatten((param_channels, *data_shape)))
 
 
-def _conv_sizes(data_shape: tuple[int, ...], n_layers: int) -> list[tuple[int, int]]:
+def conv_sizes(data_shape: tuple[int, ...], n_layers: int) -> list[tuple[int, int]]:
+    """(H, W) of an image C x H x W and after each of ``n_layers`` strided convolutions (kernel 4, stride 2,
+    padding 1: halving, rounding down); ConfigError for other shapes or images too small for that many layers."""
     if len(data_shape) != 3:
         raise ConfigError(
             f"architecture 'conv' needs images of shape C x H x W, got data shape {data_shape}; "
@@ -108,7 +110,7 @@ class ConvArchitecture:
     """Strided convolutions down, transposed convolutions up, with ``hidden_dims`` dense layers between."""
 
     def build_encoder(self, data_shape: tuple[int, ...], out_features: int, config: ModelConfig) -> nn.Module:
-        sizes = _conv_sizes(data_shape, len(config.channels))
+        sizes = conv_sizes(data_shape, len(config.channels))
         act = ACTIVATIONS.get(config.activation)
         layers: list[nn.Module] = []
         c_in = data_shape[0]
@@ -126,7 +128,7 @@ class ConvArchitecture:
     def build_decoder(
         self, latent_dim: int, data_shape: tuple[int, ...], param_channels: int, config: ModelConfig
     ) -> nn.Module:
-        sizes = _conv_sizes(data_shape, len(config.channels))
+        sizes = conv_sizes(data_shape, len(config.channels))
         act = ACTIVATIONS.get(config.activation)
         channels = list(config.channels)
         h, w = sizes[-1]

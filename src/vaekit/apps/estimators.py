@@ -1,0 +1,434 @@
+"""scikit-learn estimators: a VAE anomaly detector and a VAE transformer that drop into pipelines.
+
+::
+
+    X (n_samples, n_features) ──validate──> from_arrays ──> vaekit.train (temporary run dir) ──> model_
+                                                                                                  │
+    AnomalyDetector:  score_samples = -(anomaly score)   decision_function = score_samples - offset_
+                      predict = +1 (inlier) / -1 (outlier), like IsolationForest
+    VAETransformer:   transform = posterior means (n, latent_dim); inverse_transform = decoded means (n, D)
+
+Both follow scikit-learn's conventions: constructor arguments are stored unchanged and checked in ``fit``;
+fitted attributes end with ``_``; ``X`` may be an array or a table (a pandas DataFrame stores
+``feature_names_in_``); ``random_state`` makes ``fit`` reproducible. Rows may hold images flattened:
+``data_shape=(1, 28, 28)`` reshapes them (and allows ``architecture="conv"``).
+
+The data are prepared as :func:`vaekit.data.from_arrays` prepares arrays: values all in [0, 1] are modelled
+as they are (``likelihood="auto"`` picks a Bernoulli decoder), anything else is standardized with the
+training rows' mean and standard deviation (``likelihood="auto"`` picks a Gaussian decoder with learned
+scales). ``validation_fraction`` of the rows is held out to pick the best epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixin
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from vaekit.config import Config, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig
+from vaekit.data import from_arrays
+from vaekit.errors import ConfigError, DataError
+from vaekit.models import LatentVariableModel
+from vaekit.training import train
+
+logger = logging.getLogger(__name__)
+
+AUTO_LIKELIHOOD = {"binary": "bernoulli", "unit": "bernoulli", "real": "gaussian"}
+ENCODE_BATCH = 1024
+
+
+class _VAEEstimator(BaseEstimator):
+    """Fitting and data handling shared by the public estimators (which declare the constructor arguments)."""
+
+    latent_dim: int
+    hidden_dims: tuple[int, ...]
+    architecture: str
+    channels: tuple[int, ...]
+    data_shape: tuple[int, ...] | None
+    likelihood: str
+    beta: float
+    epochs: int
+    batch_size: int
+    lr: float
+    validation_fraction: float
+    random_state: int | np.random.RandomState | None
+    device: str
+    model_: LatentVariableModel
+
+    def _check_X(self, X: Any, *, reset: bool) -> np.ndarray:
+        """X as a finite float array (n_samples, n_features); sets ``n_features_in_`` when ``reset``."""
+        try:
+            X = validate_data(
+                self, X, reset=reset, dtype=[np.float64, np.float32], ensure_all_finite=False,
+                ensure_min_samples=2 if reset else 1,
+            )
+        except ValueError as exc:
+            raise DataError(" ".join(str(exc).split())) from None
+        bad = ~np.isfinite(X)
+        if bad.any():
+            row = int(np.argwhere(bad)[0][0])
+            raise DataError(
+                f"X holds {int(bad.sum())} NaN or infinite values (first in row {row}); impute them first, for "
+                "example with sklearn.impute.SimpleImputer in a Pipeline"
+            )
+        return X
+
+    def _example_shape(self, n_features: int) -> tuple[int, ...]:
+        if self.data_shape is None:
+            return (n_features,)
+        shape = tuple(int(d) for d in self.data_shape)
+        if math.prod(shape) != n_features:
+            raise DataError(
+                f"data_shape={shape} holds {math.prod(shape)} values but X has {n_features} features; give "
+                "data_shape whose product is the number of features (or data_shape=None)"
+            )
+        return shape
+
+    def _fit_model(self, X: np.ndarray) -> None:
+        """Train ``model_`` on the rows of validated ``X`` in a temporary run directory (nothing is left behind)."""
+        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        shape = self._example_shape(X.shape[1])
+        data_config = DataConfig(source="array", val_fraction=self.validation_fraction, seed=seed)
+        bundle = from_arrays(X.reshape(len(X), *shape), config=data_config)
+        likelihood = self.likelihood
+        if likelihood == "auto":
+            likelihood = AUTO_LIKELIHOOD[bundle.preprocessing.kind]
+        config = Config(
+            model=ModelConfig(
+                architecture=self.architecture,
+                likelihood=likelihood,
+                latent_dim=self.latent_dim,
+                hidden_dims=tuple(self.hidden_dims),
+                channels=tuple(self.channels),
+            ),
+            data=data_config,
+            objective=ObjectiveConfig(beta=self.beta),
+            train=TrainConfig(
+                epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=seed, device=self.device,  # type: ignore[arg-type]
+                num_images=4,
+            ),
+        )
+        with tempfile.TemporaryDirectory(prefix="vaekit-estimator-") as tmp:
+            result = train(config, Path(tmp) / "run", data=bundle)
+        # float64 for inference: a row's outputs then do not depend on the batch it is computed in
+        self.model_ = result.model.double().eval()
+        self.history_ = result.metrics
+        self.n_iter_ = len(result.metrics)
+        logger.info("fitted %s: %d epochs, val ELBO %.3f nats", type(self).__name__, self.n_iter_,
+                    result.metrics[-1]["val_elbo"] if result.metrics else math.nan)
+
+    def _model_input(self, X: np.ndarray) -> torch.Tensor:
+        """Rows of ``X`` prepared like the training rows: (n, *data_shape) float64 on the model's device."""
+        model = self.model_
+        x = model.preprocessing.apply(X.reshape(len(X), *model.data_shape))
+        return torch.from_numpy(x).to(model.device, torch.float64)
+
+
+class AnomalyDetector(OutlierMixin, _VAEEstimator):
+    """Unsupervised outlier detection with a VAE: examples the model finds unlikely are outliers.
+
+    The score of an example is its VAE anomaly score (:func:`vaekit.apps.scoring.anomaly_scores`, by default the
+    importance-weighted NLL in nats, Burda et al. 2015, arXiv:1509.00519), negated so that, as in
+    scikit-learn, ``score_samples`` is higher for more normal examples.
+
+    Parameters
+    ----------
+    latent_dim
+        Latent dimensions L.
+    hidden_dims
+        Widths of the hidden layers (``mlp``) or of the dense layers after the convolutions (``conv``).
+    architecture
+        ``mlp`` or ``conv`` (``conv`` needs ``data_shape=(C, H, W)``).
+    channels
+        ``conv`` only: channels of the strided convolutions.
+    data_shape
+        Shape one row is reshaped to, e.g. ``(1, 28, 28)``; ``None`` keeps rows as vectors.
+    likelihood
+        ``auto`` (Bernoulli for data in [0, 1], else Gaussian with learned scales on standardized data),
+        ``bernoulli`` or ``gaussian``.
+    beta
+        KL weight of the training objective (1: the ELBO).
+    epochs, batch_size, lr
+        Training: passes over the data, examples per update, Adam learning rate.
+    validation_fraction
+        Fraction of the rows held out to pick the best epoch, in (0, 1).
+    method
+        Score: ``iwae`` (importance-weighted NLL), ``elbo`` (-ELBO) or ``recon`` (squared error).
+    k
+        Posterior samples of the ``iwae`` / ``elbo`` scores.
+    relative
+        ``iwae`` / ``elbo``: score relative to the saturated model (for a Bernoulli decoder on grayscale data
+        this removes the rows' own entropy; see :mod:`vaekit.apps.scoring`).
+    contamination
+        Expected fraction of outliers in the training data, in (0, 0.5]: ``offset_`` is the score of that
+        quantile of the training rows, so ``predict`` flags about that fraction of them.
+    random_state
+        Seed (int), ``RandomState`` or ``None`` for training; fixing it makes ``fit`` reproducible.
+    device
+        ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+
+    Attributes
+    ----------
+    model_ : vaekit.models.LatentVariableModel
+        The fitted model (best validation epoch), in float64 so a row's score does not depend on its batch.
+    offset_ : float
+        ``decision_function = score_samples - offset_``; negative means outlier.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of str
+        Column names, when ``X`` was a table with string column names.
+    n_iter_ : int
+        Epochs trained.
+    history_ : list of dict
+        Per-epoch training metrics (nats per example).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(200, 4))
+    >>> detector = AnomalyDetector(latent_dim=2, hidden_dims=(16,), epochs=2, random_state=0).fit(X)
+    >>> detector.predict(X[:3]).shape
+    (3,)
+    """
+
+    def __init__(
+        self,
+        *,
+        latent_dim: int = 8,
+        hidden_dims: tuple[int, ...] = (256, 128),
+        architecture: str = "mlp",
+        channels: tuple[int, ...] = (32, 64),
+        data_shape: tuple[int, ...] | None = None,
+        likelihood: str = "auto",
+        beta: float = 1.0,
+        epochs: int = 30,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        validation_fraction: float = 0.1,
+        method: str = "iwae",
+        k: int = 100,
+        relative: bool = False,
+        contamination: float = 0.1,
+        random_state: int | np.random.RandomState | None = None,
+        device: str = "auto",
+    ) -> None:
+        self.latent_dim = latent_dim
+        self.hidden_dims = hidden_dims
+        self.architecture = architecture
+        self.channels = channels
+        self.data_shape = data_shape
+        self.likelihood = likelihood
+        self.beta = beta
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.validation_fraction = validation_fraction
+        self.method = method
+        self.k = k
+        self.relative = relative
+        self.contamination = contamination
+        self.random_state = random_state
+        self.device = device
+
+    def fit(self, X: Any, y: Any = None) -> AnomalyDetector:
+        """Train the VAE on the rows of ``X`` (all taken as mostly normal) and set ``offset_``.
+
+        Parameters
+        ----------
+        X
+            (n_samples, n_features) array or table.
+        y
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        AnomalyDetector
+            ``self``.
+        """
+        from vaekit.apps.scoring import SCORES, check_rate
+
+        SCORES.get(self.method)  # fail before training on an unknown score
+        if self.relative and self.method == "recon":
+            raise ConfigError("relative=True applies to the likelihood scores (iwae, elbo), not to method='recon'")
+        check_rate(self.contamination, "contamination", 0.5, include_upper=True)
+        if self.k < 1:
+            raise ConfigError(f"k must be at least 1, got {self.k}")
+        X = self._check_X(X, reset=True)
+        self._fit_model(X)
+        self.offset_ = float(np.percentile(self._score_samples(X), 100.0 * self.contamination))
+        return self
+
+    def _score_samples(self, X: np.ndarray) -> np.ndarray:
+        from vaekit.apps.scoring import anomaly_scores
+
+        scores = anomaly_scores(self.model_, self._model_input(X), self.method, k=self.k, relative=self.relative)
+        return -scores.double().numpy()
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Normality of each row: the negated anomaly score (nats per example for ``iwae`` / ``elbo``).
+
+        Deterministic: the k posterior draws are shared by every row (see :mod:`vaekit.apps.scoring`).
+
+        Returns
+        -------
+        np.ndarray
+            (n_samples,) float64, higher = more normal.
+        """
+        check_is_fitted(self)
+        return self._score_samples(self._check_X(X, reset=False))
+
+    def decision_function(self, X: Any) -> np.ndarray:
+        """``score_samples(X) - offset_``: negative for outliers, positive for inliers. (n_samples,)."""
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X: Any) -> np.ndarray:
+        """+1 for inliers and -1 for outliers (``decision_function(X) < 0``). (n_samples,) int."""
+        decision = self.decision_function(X)
+        return np.where(decision < 0, -1, 1)
+
+
+class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _VAEEstimator):
+    """A VAE as a scikit-learn transformer: ``transform`` gives the posterior means, ``inverse_transform``
+    decodes latent codes back to feature space (Kingma and Welling 2013, arXiv:1312.6114).
+
+    Parameters
+    ----------
+    latent_dim
+        Output dimensions (latent dimensions L).
+    hidden_dims, architecture, channels, data_shape, likelihood, beta, epochs, batch_size, lr,
+    validation_fraction, random_state, device
+        As in :class:`AnomalyDetector`.
+
+    Attributes
+    ----------
+    model_ : vaekit.models.LatentVariableModel
+        The fitted model (best validation epoch), in float64 so a row's code does not depend on its batch.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of str
+        Column names, when ``X`` was a table with string column names.
+    n_iter_ : int
+        Epochs trained.
+    history_ : list of dict
+        Per-epoch training metrics (nats per example).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).normal(size=(200, 6))
+    >>> VAETransformer(latent_dim=2, hidden_dims=(16,), epochs=2, random_state=0).fit_transform(X).shape
+    (200, 2)
+    """
+
+    def __init__(
+        self,
+        *,
+        latent_dim: int = 8,
+        hidden_dims: tuple[int, ...] = (256, 128),
+        architecture: str = "mlp",
+        channels: tuple[int, ...] = (32, 64),
+        data_shape: tuple[int, ...] | None = None,
+        likelihood: str = "auto",
+        beta: float = 1.0,
+        epochs: int = 30,
+        batch_size: int = 128,
+        lr: float = 1e-3,
+        validation_fraction: float = 0.1,
+        random_state: int | np.random.RandomState | None = None,
+        device: str = "auto",
+    ) -> None:
+        self.latent_dim = latent_dim
+        self.hidden_dims = hidden_dims
+        self.architecture = architecture
+        self.channels = channels
+        self.data_shape = data_shape
+        self.likelihood = likelihood
+        self.beta = beta
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.validation_fraction = validation_fraction
+        self.random_state = random_state
+        self.device = device
+
+    def fit(self, X: Any, y: Any = None) -> VAETransformer:
+        """Train the VAE on the rows of ``X``; ``y`` is ignored. Returns ``self``."""
+        self._fit_model(self._check_X(X, reset=True))
+        return self
+
+    @torch.no_grad()
+    def transform(self, X: Any) -> np.ndarray:
+        """Posterior means E[z | x] of the rows of ``X``.
+
+        Returns
+        -------
+        np.ndarray
+            (n_samples, latent_dim), float32 for float32 input, else float64.
+        """
+        check_is_fitted(self)
+        X = self._check_X(X, reset=False)
+        x = self._model_input(X)
+        self.model_.eval()
+        means = [self.model_.encode(x[i : i + ENCODE_BATCH]).mean.cpu() for i in range(0, len(x), ENCODE_BATCH)]
+        return torch.cat(means).numpy().astype(X.dtype)
+
+    @torch.no_grad()
+    def inverse_transform(self, X: Any) -> np.ndarray:
+        """Decoded means of latent codes, back in the units of the original features.
+
+        Parameters
+        ----------
+        X
+            (n_samples, latent_dim) codes, e.g. from :meth:`transform`.
+
+        Returns
+        -------
+        np.ndarray
+            (n_samples, n_features_in_): the mean of p(x|z), un-standardized.
+        """
+        check_is_fitted(self)
+        model = self.model_
+        try:
+            z = _as_codes(X, model.latent_dim)
+        except ValueError as exc:
+            raise DataError(" ".join(str(exc).split())) from None
+        model.eval()
+        x_hat = [
+            model.decode(torch.from_numpy(z[i : i + ENCODE_BATCH]).to(model.device, torch.float64)).mean.cpu()
+            for i in range(0, len(z), ENCODE_BATCH)
+        ]
+        flat = torch.cat(x_hat).reshape(len(z), -1).double().numpy()  # (n, D) in model-input units
+        prep = model.preprocessing
+        if prep.std is not None and prep.mean is not None:
+            flat = flat * np.asarray(prep.std) + np.asarray(prep.mean)
+        return (flat * prep.scale).astype(z.dtype)
+
+    @property
+    def _n_features_out(self) -> int:
+        return int(self.latent_dim)
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+def _as_codes(X: Any, latent_dim: int) -> np.ndarray:
+    """Latent codes as a finite float array (n, latent_dim); DataError naming the problem otherwise."""
+    from sklearn.utils import check_array
+
+    z = check_array(X, dtype=[np.float64, np.float32])
+    if z.shape[1] != latent_dim:
+        raise DataError(
+            f"codes have {z.shape[1]} dimensions but the model has latent_dim={latent_dim}; pass codes from "
+            "transform()"
+        )
+    return z

@@ -1,0 +1,135 @@
+"""Array primitives shared by every reader: value kind and scale, per-example shape, labels, standardization.
+
+A reader returns :class:`RawData`: the raw array (possibly memory-mapped, never loaded whole), its labels, the
+model's per-example shape and what kind of values it holds::
+
+    binary  every value is 0 or 1 (any dtype)                  scale 1
+    unit    uint8 pixels (divided by 255), or floats in [0, 1]  scale 255 or 1
+    real    anything else (standardized on the train split)    scale 1
+
+Only uint8 counts as 8-bit pixels: other integer arrays are ``binary`` or ``real``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from vaekit.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+CHUNK_BYTES = 64 << 20  # arrays are scanned and standardized this many bytes at a time
+
+
+@dataclass
+class RawData:
+    """What a reader gives: raw values (N, *raw_shape) whose per-example element order is the model's, their
+    labels, the model input shape, the value kind and the divisor of the raw values."""
+
+    x: np.ndarray  # (N, *raw_shape), raw_shape reshapeable to shape
+    labels: np.ndarray | None
+    shape: tuple[int, ...]
+    kind: str
+    scale: float
+    source: str
+    columns: tuple[str, ...] | None = None
+    label_column: str | None = None
+    image_size: tuple[int, int] | None = None
+    channels: int | None = None
+
+
+def as_labels(y: Any, n: int, where: str) -> np.ndarray:
+    """Labels as int64: integers as they are, anything else numbered by its sorted unique values."""
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n:
+        raise DataError(f"labels in {where} have shape {y.shape} for {n} examples; give one per example")
+    if y.dtype.kind in "iub":
+        return y.astype(np.int64)
+    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        return y.astype(np.int64)
+    classes, inverse = np.unique(y.astype(str), return_inverse=True)
+    logger.info("labels in %s numbered by sorted value: %s", where, dict(enumerate(classes.tolist())))
+    return inverse.astype(np.int64)
+
+
+def scan_values(x: np.ndarray, where: str, chunk_bytes: int = CHUNK_BYTES) -> tuple[str, float]:
+    """Kind and scale of a raw array, read in ~64 MB chunks; non-finite values raise DataError."""
+    if x.dtype == np.bool_:
+        return "binary", 1.0
+    row_bytes = max(1, int(np.prod(x.shape[1:])) * x.dtype.itemsize)
+    step = max(1, chunk_bytes // row_bytes)
+    lo, hi, binary, bad, first = np.inf, -np.inf, True, 0, -1
+    for start in range(0, len(x), step):
+        chunk = np.asarray(x[start : start + step])
+        if chunk.dtype.kind == "f":
+            finite = np.isfinite(chunk)
+            if not finite.all():
+                bad += int((~finite).sum())
+                if first < 0:
+                    first = start + int(np.argwhere(~finite)[0][0])
+                continue
+        if chunk.size:
+            lo, hi = min(lo, float(chunk.min())), max(hi, float(chunk.max()))
+            binary = binary and bool(np.all((chunk == 0) | (chunk == 1)))
+    if bad:
+        raise DataError(
+            f"{where} holds {bad} NaN or infinite values (first in example {first}); clean or impute them"
+        )
+    if binary:
+        return "binary", 1.0
+    if x.dtype == np.uint8:
+        return "unit", 255.0
+    return ("unit" if lo >= 0 and hi <= 1 else "real"), 1.0
+
+
+def array_shape(shape: tuple[int, ...], where: str) -> tuple[tuple[int, ...], bool]:
+    """Model shape of an array's per-example shape, and whether it is channels-last (needs a transpose).
+
+    ``(D,)`` stays; ``(H, W)`` becomes ``(1, H, W)``; ``(C, H, W)`` with C in {1, 3, 4} stays; ``(H, W, C)`` with C
+    in {1, 3} (checked after the channels-first rule) becomes ``(C, H, W)``; anything else is a DataError."""
+    if len(shape) == 1:
+        return shape, False
+    if len(shape) == 2:
+        return (1, *shape), False
+    if len(shape) == 3 and shape[0] in (1, 3, 4):
+        return shape, False
+    if len(shape) == 3 and shape[2] in (1, 3):
+        return (shape[2], shape[0], shape[1]), True
+    raise DataError(
+        f"{where} has per-example shape {shape}; expected (D,), (H, W), (C, H, W) with C in 1/3/4 "
+        "or (H, W, C) with C in 1/3"
+    )
+
+
+def array_source(x: np.ndarray, labels: np.ndarray | None, where: str) -> RawData:
+    """An in-memory or memory-mapped array (N, ...) as :class:`RawData`: shape rules, channels-last transposed (a
+    view), kind and scale scanned; DataError for non-numeric, NaN or infinite values."""
+    if x.ndim < 2:
+        raise DataError(f"{where} has shape {x.shape}; expected (N, ...) with one example per row")
+    if x.dtype.kind not in "biuf":
+        raise DataError(f"{where} has dtype {x.dtype}; expected numbers (uint8, int or float)")
+    shape, channels_last = array_shape(tuple(int(s) for s in x.shape[1:]), where)
+    if channels_last:
+        x = x.transpose(0, 3, 1, 2)  # a view: a memmap stays a memmap
+    kind, scale = scan_values(x, where)
+    return RawData(x, labels, shape, kind, scale, where)
+
+
+def fit_standardization(x: np.ndarray, rows: np.ndarray, scale: float) -> tuple[tuple[float, ...], ...]:
+    """Per-feature mean and std of ``x[rows] / scale``, accumulated in float64 over ~64 MB chunks; constant
+    features get std 1 (centred, not divided by zero)."""
+    features = int(np.prod(x.shape[1:]))
+    total, total_sq = np.zeros(features), np.zeros(features)
+    step = max(1, CHUNK_BYTES // max(1, features * 8))
+    for start in range(0, len(rows), step):
+        chunk = np.asarray(x[rows[start : start + step]], dtype=np.float64).reshape(-1, features) / scale
+        total += chunk.sum(0)
+        total_sq += (chunk**2).sum(0)
+    mean = total / len(rows)
+    std = np.sqrt(np.maximum(total_sq / len(rows) - mean**2, 0.0))
+    std[std < 1e-8] = 1.0  # constant features: leave them centred, not divided by zero
+    return tuple(mean.tolist()), tuple(std.tolist())

@@ -1,0 +1,139 @@
+"""How raw values become model input: :class:`Preprocessing`, fitted on the train split and saved with the model.
+
+::
+
+    raw (N, *raw_shape) ──/ scale──> [- mean, / std]──reshape──> float32 (N, *shape) ──[binarize: u < x]──>
+
+Static binarization draws one fixed Bernoulli sample per value with :func:`uniform_hash`, a counter-based hash
+of (seed, row of the source array, value position): it does not depend on batching, subsets or the order in which
+examples are read, and never needs a binarized copy of a memory-mapped array.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from vaekit.errors import DataError
+
+KINDS: tuple[str, ...] = ("binary", "unit", "real")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """JSON-serializable description of how raw data becomes model input; saved with every model.
+
+    Parameters
+    ----------
+    shape
+        Per-example shape of the model input, e.g. ``(1, 28, 28)`` for images or ``(13,)`` for vectors.
+    kind
+        ``binary`` (values in {0, 1}), ``unit`` (in [0, 1]) or ``real``. Describes the data before any
+        binarization (the binarize setting lives in the data config).
+    scale
+        Raw values are divided by this (255 for uint8 images, 16 for ``digits``).
+    mean, std
+        Per-feature standardization (features = flattened example) fitted on the train split, or ``None``.
+    columns
+        Tables: feature column names, in order.
+    image_size
+        Image folders: ``(H, W)`` every image is resized to.
+    channels
+        Image folders: 1 (grayscale) or 3 (RGB).
+    source
+        What it was built from (for the model card), e.g. ``"digits"`` or the path.
+    label_column
+        Tables: the column labels were read from (used again by :func:`vaekit.data.load_examples`), or ``None``.
+    data_dir
+        Built-in datasets: the folder the IDX files were read from, used again when the model's own data is read
+        (``vaekit evaluate RUN``) and no other folder is given.
+    """
+
+    shape: tuple[int, ...]
+    kind: str
+    scale: float = 1.0
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    columns: tuple[str, ...] | None = None
+    image_size: tuple[int, int] | None = None
+    channels: int | None = None
+    source: str = ""
+    label_column: str | None = None
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise DataError(f"preprocessing kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        features = int(np.prod(self.shape))
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if value is not None and len(value) != features:
+                raise DataError(
+                    f"preprocessing {name} has {len(value)} values but shape {self.shape} has {features} "
+                    "features; the stored preprocessing is corrupted"
+                )
+
+    @functools.cached_property
+    def _mean_std(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if self.mean is None or self.std is None:
+            return None
+        return np.asarray(self.mean, np.float32), np.asarray(self.std, np.float32)
+
+    def apply(self, raw: np.ndarray) -> np.ndarray:
+        """Turn raw examples into model input.
+
+        Parameters
+        ----------
+        raw
+            ``(N, *raw_shape)`` raw values, where ``raw_shape`` holds as many values as :attr:`shape`.
+
+        Returns
+        -------
+        np.ndarray
+            float32 ``(N, *shape)``: divided by :attr:`scale`, standardized, reshaped.
+        """
+        x = np.asarray(raw, dtype=np.float32).reshape(len(raw), -1)  # (N, D)
+        if self.scale != 1.0:
+            x = x / np.float32(self.scale)
+        if self._mean_std is not None:
+            mean, std = self._mean_std
+            x = (x - mean) / std
+        return np.ascontiguousarray(x.reshape(len(raw), *self.shape))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
+        """Rebuild from :meth:`to_dict` output; unknown or missing keys raise :class:`DataError`."""
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise DataError(
+                f"unknown preprocessing key {unknown[0]!r}; the model was saved by a newer vaekit, upgrade it"
+            )
+        if "shape" not in d or "kind" not in d:
+            raise DataError("stored preprocessing lacks 'shape' or 'kind'; the model file is incomplete")
+        tuples = ("shape", "mean", "std", "columns", "image_size")
+        kwargs: dict[str, Any] = {k: tuple(v) if k in tuples and v is not None else v for k, v in d.items()}
+        return cls(**kwargs)
+
+
+def uniform_hash(seed: int, rows: np.ndarray, size: int) -> np.ndarray:
+    """Uniform [0, 1) numbers (B, size), a pure function of (seed, row, position): splitmix64 of a counter."""
+
+    def mix(z: np.ndarray) -> np.ndarray:
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return z ^ (z >> np.uint64(31))
+
+    with np.errstate(over="ignore"):
+        key = mix(np.array([seed & 0xFFFFFFFFFFFFFFFF], dtype=np.uint64))
+        counter = rows.astype(np.uint64)[:, None] * np.uint64(size) + np.arange(size, dtype=np.uint64)
+        z = mix(counter ^ key)  # (B, size)
+    return (z >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))

@@ -1,0 +1,229 @@
+"""Readers of data files and folders, registered by name and chosen by what the path is.
+
+=========  ==========================================  ===================================================
+reader     path                                        what it gives
+=========  ==========================================  ===================================================
+``npy``    ``*.npy``                                   memory-mapped (never loaded whole); shapes as in
+                                                       :func:`vaekit.data.arrays.array_shape`
+``npz``    ``*.npz``                                   features under ``x``, ``X``, ``data`` or the only array;
+                                                       labels under ``y``, ``Y`` or ``labels``
+``table``  ``*.csv``, ``*.parquet``                    numeric feature columns (pandas, extra ``tables``),
+                                                       optional ``data.label_column``, ``real`` values
+``images`` a folder of PNG/JPEG images (recursive)     resized (bilinear), grayscale or RGB, uint8 / 255;
+                                                       when every image sits in a subfolder, the sorted
+                                                       subfolder names are the class labels
+=========  ==========================================  ===================================================
+
+A new file type registers a :class:`Reader` in :data:`READERS`; :func:`read_path` picks the one whose
+``matches`` accepts the path.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from vaekit.data.arrays import RawData, array_source, as_labels, scan_values
+from vaekit.errors import ConfigError, DataError
+from vaekit.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What a reader may need besides the path: image size and colour (image folders), the feature columns and
+    the label column (tables). ``None`` means: decide from the data (or, for an existing model, from its record)."""
+
+    image_size: tuple[int, ...] | None = None
+    grayscale: bool | None = None
+    columns: tuple[str, ...] | None = None
+    label_column: str | None = None
+
+
+class Reader(Protocol):
+    """A file type: ``matches(path)`` says whether it reads the path, ``read(path, options)`` reads it."""
+
+    @property
+    def description(self) -> str:
+        """What it reads, for error messages (".npy", "a folder of images", ...)."""
+        ...
+
+    def matches(self, path: Path) -> bool:
+        """Whether this reader handles ``path`` (an existing file or folder)."""
+        ...
+
+    def read(self, path: Path, options: ReadOptions) -> RawData:
+        """The data of ``path``; DataError naming the file and the fix when it cannot be read."""
+        ...
+
+
+READERS: Registry[Reader] = Registry("data reader")
+
+
+@dataclass(frozen=True)
+class _SuffixReader:
+    """A reader of files with given suffixes (or of folders, with ``folder=True``)."""
+
+    description: str
+    suffixes: tuple[str, ...]
+    function: object
+    folder: bool = False
+
+    def matches(self, path: Path) -> bool:
+        if self.folder:
+            return path.is_dir()
+        return path.is_file() and path.suffix.lower() in self.suffixes
+
+    def read(self, path: Path, options: ReadOptions) -> RawData:
+        return self.function(path, options)  # type: ignore[operator, no-any-return]
+
+
+def _read_npy(path: Path, options: ReadOptions) -> RawData:
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"cannot read {str(path)!r} as .npy ({exc}); save it with numpy.save") from None
+    return array_source(x, None, str(path))
+
+
+def _read_npz(path: Path, options: ReadOptions) -> RawData:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {k: archive[k] for k in archive.files}
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"cannot read {str(path)!r} as .npz ({exc}); save it with numpy.savez") from None
+    x_key = next((k for k in ("x", "X", "data") if k in arrays), None)
+    if x_key is None and len(arrays) == 1:
+        x_key = next(iter(arrays))
+    if x_key is None:
+        raise DataError(
+            f"{str(path)!r} holds arrays {sorted(arrays)}; store the features under 'x' (labels under 'y')"
+        )
+    x = arrays[x_key]
+    y_key = next((k for k in ("y", "Y", "labels") if k in arrays and k != x_key), None)
+    labels = None if y_key is None else as_labels(arrays[y_key], len(x), f"{path}[{y_key!r}]")
+    return array_source(x, labels, str(path))
+
+
+def _read_table(path: Path, options: ReadOptions) -> RawData:
+    columns, label_column = options.columns, options.label_column
+    try:
+        import pandas as pd
+    except ImportError:
+        raise DataError("reading tables needs pandas: pip install 'vaekit[tables]'") from None
+    try:
+        if path.suffix.lower() == ".csv":
+            table = pd.read_csv(path)
+        else:
+            table = pd.read_parquet(path)
+    except ImportError:
+        raise DataError("reading Parquet files needs pyarrow: pip install 'vaekit[tables]'") from None
+    except Exception as exc:  # pandas raises many parser-specific types
+        raise DataError(f"cannot read table {str(path)!r}: {exc}") from None
+    names = [str(c) for c in table.columns]
+    table.columns = names
+    if label_column is not None and label_column not in names:
+        raise DataError(f"label column {label_column!r} not in {str(path)!r}; columns: {', '.join(names)}")
+    if columns is None:
+        features = [c for c in names if c != label_column]
+    else:
+        missing = [c for c in columns if c not in names]
+        if missing:
+            raise DataError(
+                f"{str(path)!r} lacks columns {missing} that the model was trained on; give a table with them"
+            )
+        features = list(columns)
+    if not features:
+        raise DataError(f"{str(path)!r} has no feature columns; add numeric columns besides the label column")
+    for c in features:
+        if not pd.api.types.is_numeric_dtype(table[c]):
+            raise DataError(
+                f"column {c!r} of {str(path)!r} is not numeric ({table[c].dtype}); encode it as numbers, "
+                "drop it, or name it as data.label_column"
+            )
+    x = table[features].to_numpy(dtype=np.float32)  # (N, D)
+    labels = None if label_column is None else as_labels(table[label_column].to_numpy(), len(x), str(path))
+    scan_values(x, str(path))
+    return RawData(x, labels, (len(features),), "real", 1.0, str(path), tuple(features), label_column)
+
+
+def _read_images(path: Path, options: ReadOptions) -> RawData:
+    image_size, grayscale = options.image_size, options.grayscale
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"no PNG/JPEG images in folder {str(path)!r}; add images or point to a data file")
+    if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+        raise ConfigError(f"data.image_size must be positive [height, width], got {list(image_size)}")
+    images: list[np.ndarray] = []
+    mode: str | None = None
+    size: tuple[int, int] = (0, 0)
+    for file in files:
+        try:
+            with Image.open(file) as opened:
+                if mode is None:
+                    if grayscale is None:
+                        mode = "L" if opened.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+                    else:
+                        mode = "L" if grayscale else "RGB"
+                    size = (image_size[0], image_size[1]) if image_size else (opened.height, opened.width)
+                image = opened.convert(mode)
+                if (image.height, image.width) != size:
+                    image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                array = np.asarray(image, dtype=np.uint8)
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise DataError(f"cannot read image {str(file)!r} ({exc}); remove or replace the file") from None
+        images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))  # (C, H, W)
+    x = np.stack(images)  # (N, C, H, W)
+    parents = [f.relative_to(path).parts for f in files]
+    labels = None
+    if all(len(p) > 1 for p in parents):
+        classes = sorted({p[0] for p in parents})
+        labels = np.array([classes.index(p[0]) for p in parents], dtype=np.int64)
+        logger.info("image classes from subfolders of %s: %s", path, dict(enumerate(classes)))
+    elif any(len(p) > 1 for p in parents):
+        logger.warning("%s mixes images in subfolders and at the top level; no labels are used", path)
+    h, w = int(x.shape[2]), int(x.shape[3])
+    return RawData(x, labels, tuple(x.shape[1:]), "unit", 255.0, str(path), image_size=(h, w),
+                channels=int(x.shape[1]))
+
+
+READERS.register("npy")(_SuffixReader(".npy", (".npy",), _read_npy))
+READERS.register("npz")(_SuffixReader(".npz", (".npz",), _read_npz))
+READERS.register("table")(_SuffixReader(".csv, .parquet", (".csv", ".parquet"), _read_table))
+READERS.register("images")(_SuffixReader("a folder of .png/.jpg/.jpeg images", (), _read_images, folder=True))
+
+
+def supported() -> str:
+    """What the registered readers take, for error messages."""
+    return ", ".join(READERS.get(name).description for name in READERS)
+
+
+def read_path(source: str, options: ReadOptions | None = None) -> RawData:
+    """Read a data file or folder with the reader that matches it.
+
+    Raises
+    ------
+    DataError
+        The path does not exist, no reader takes it, or the reader cannot read it.
+    """
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise DataError(
+            f"data source {source!r} not found: not a built-in dataset and no such file or folder; "
+            f"supported: {supported()}"
+        )
+    for name in READERS:
+        reader = READERS.get(name)
+        if reader.matches(path):
+            return reader.read(path, options or ReadOptions())
+    suffix = path.suffix.lower() or "no extension"
+    raise DataError(f"unsupported data file {str(path)!r} ({suffix}); use {supported()}")

@@ -1,0 +1,55 @@
+"""Model families, registered by name (``model.family``), and :func:`build_model`.
+
+=================  ===================================================================================
+``vae``            one stochastic layer, diagonal Gaussian posterior (:mod:`vaekit.models.vae`); MLP or
+                   convolutional networks, optionally conditional on a label
+``hierarchical``   a top-down ("ladder") VAE with several stochastic layers
+                   (:mod:`vaekit.models.hierarchical`)
+=================  ===================================================================================
+
+``model.family=auto`` (the default) picks ``hierarchical`` when ``model.latent_layers`` is set, else ``vae``.
+A saved model records its family in ``config.json``; models saved before families existed have none and get
+the ``auto`` choice, which is what they were. A new family subclasses
+:class:`vaekit.models.contract.LatentVariableModel`, registers itself here and lists its
+``contract_examples``; nothing else has to change for it to train, evaluate, sample and serve.
+"""
+
+from __future__ import annotations
+
+from vaekit.config import ModelConfig
+from vaekit.models.contract import LatentVariableModel
+from vaekit.models.likelihoods import LIKELIHOODS
+from vaekit.models.priors import PRIORS
+from vaekit.nn import ACTIVATIONS, ARCHITECTURES
+from vaekit.registry import Registry
+
+FAMILIES: Registry[type[LatentVariableModel]] = Registry("model family", "model.family")
+
+
+def family_name(config: ModelConfig) -> str:
+    """The family a config builds: ``config.family``, or for ``auto`` ``hierarchical`` when ``latent_layers`` is
+    set, else ``vae``."""
+    if config.family != "auto":
+        return config.family
+    return "hierarchical" if config.latent_layers else "vae"
+
+
+def check_names(config: ModelConfig) -> None:
+    """Raise :class:`vaekit.errors.ConfigError` (naming the key and listing the valid names) for a family,
+    architecture, likelihood, activation or prior name that nothing registered."""
+    FAMILIES.get(family_name(config))
+    for registry, value in ((ARCHITECTURES, config.architecture), (LIKELIHOODS, config.likelihood),
+                            (ACTIVATIONS, config.activation), (PRIORS, config.prior)):
+        registry.get(value)
+
+
+def build_model(config: ModelConfig, data_shape: tuple[int, ...]) -> LatentVariableModel:
+    """The model a config describes, for examples of shape ``data_shape``.
+
+    Raises
+    ------
+    ConfigError
+        An unknown name, or settings the family cannot build (the message names the key).
+    """
+    check_names(config)
+    return FAMILIES.get(family_name(config))(config, tuple(int(d) for d in data_shape))  # type: ignore[call-arg]
