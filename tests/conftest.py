@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 
 from vaekit.config import Config, ModelConfig, resolve_config
 from vaekit.models import VAE, build_model
@@ -64,3 +65,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+# Hypothesis's per-example deadline measures wall time, which a loaded machine stretches: no test may fail for that.
+settings.register_profile("vaekit", deadline=None, database=None)
+settings.load_profile("vaekit")

@@ -4,7 +4,6 @@ an unconditional model)."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from vaekit.cli.main import main
 from vaekit.config import resolve_config
 from vaekit.data import load_examples
 from vaekit.errors import ConfigError, DataError
+from vaekit.evaluation import quality
 from vaekit.evaluation.classifier import Classifier, ClassifierSettings, get_classifier
 from vaekit.evaluation.quality import sample_quality
 from vaekit.models.vae import VAE
@@ -174,7 +174,7 @@ def test_conditional_samples_are_classified_as_the_requested_class(
     assert report.conditional_accuracy is not None and report.conditional_accuracy >= 0.9, report.per_class_accuracy
     assert report.per_class_accuracy is not None and len(report.per_class_accuracy) == 10
     # The same figures through `vaekit evaluate --samples`, with the extractor named beside them.
-    monkeypatch.setattr(importlib.import_module("vaekit.evaluation.quality"), "get_classifier", lambda *a, **k: fast_classifier)
+    monkeypatch.setattr(quality, "get_classifier", lambda *a, **k: fast_classifier)
     code, out, _ = run(capsys, "evaluate", tmp_path / "run", "--k", "2", "--samples", "200", "--quiet")
     assert code == 0 and "class-conditional accuracy" in out and fast_classifier.name in out
 

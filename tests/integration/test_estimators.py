@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from vaekit.apps.estimators import AnomalyDetector, VAETransformer
 from vaekit.errors import ConfigError, DataError
+from vaekit.training import loop
 
 TINY: dict[str, Any] = {"latent_dim": 2, "hidden_dims": (8,), "epochs": 2, "batch_size": 32, "device": "cpu"}
 
@@ -25,7 +25,7 @@ TINY: dict[str, Any] = {"latent_dim": 2, "hidden_dims": (8,), "epochs": 2, "batc
 def no_figures(monkeypatch: pytest.MonkeyPatch) -> None:
     """Skip the three PNGs `train` draws into the estimators' temporary run directory, which is deleted
     unread: they are most of the time of a tiny fit, and scikit-learn's checks fit about a hundred times."""
-    monkeypatch.setattr(importlib.import_module("vaekit.training.loop"), "write_figures", lambda *args, **kwargs: None)
+    monkeypatch.setattr(loop, "write_figures", lambda *args, **kwargs: None)
 
 
 @pytest.fixture(scope="module")

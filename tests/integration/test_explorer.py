@@ -57,7 +57,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_config: Callable[..., 
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    deadline = time.monotonic() + 600  # hang guards only: a loaded machine may be slow
     while proc.poll() is None and time.monotonic() < deadline:
         try:
             if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
@@ -81,7 +81,7 @@ def page(server: str) -> Iterator[Any]:
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
             page.goto(server)
-            page.wait_for_selector("body[data-state='ready']", timeout=30_000)
+            page.wait_for_selector("body[data-state='ready']", timeout=180_000)
             yield page
             assert not errors, errors  # no uncaught JavaScript error along the way
         finally:
@@ -108,7 +108,7 @@ def test_explorer_samples_sliders_and_strip(page: Any, tmp_path: Path) -> None:
     page.wait_for_function(
         "old => Array.from(document.querySelectorAll('#grid canvas')).some((c, i) => c.toDataURL() !== old[i])",
         arg=before,
-        timeout=15_000,
+        timeout=180_000,
     )
     page.wait_for_selector("body[data-state='ready']")
     assert grid_images(page) != before
@@ -117,7 +117,7 @@ def test_explorer_samples_sliders_and_strip(page: Any, tmp_path: Path) -> None:
     version = page.get_attribute("#decoded", "data-version")
     page.fill("#dim-0", "2.5")  # moves the slider and fires its input event
     page.wait_for_function(
-        "v => document.querySelector('#decoded').dataset.version !== v", arg=version, timeout=15_000
+        "v => document.querySelector('#decoded').dataset.version !== v", arg=version, timeout=180_000
     )
     assert page.input_value("#dim-0") == "2.5" and page.inner_text("#dim-0-value") == "2.50"
     assert image(page, "#decoded") != decoded_before
@@ -128,7 +128,7 @@ def test_explorer_samples_sliders_and_strip(page: Any, tmp_path: Path) -> None:
     page.wait_for_function(
         "old => Array.from(document.querySelectorAll('#strip canvas')).some((c, i) => c.toDataURL() !== old[i])",
         arg=strip_before,
-        timeout=15_000,
+        timeout=180_000,
     )
     assert page.get_attribute("#grid canvas >> nth=5", "class") == "a"
 

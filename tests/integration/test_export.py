@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -18,7 +17,8 @@ from vaekit.models.vae import VAE
 from vaekit.serving.onnx import DECODER_NAME, ENCODER_NAME, MANIFEST_NAME, ExportError, export
 
 ort = pytest.importorskip("onnxruntime")
-export_module = importlib.import_module("vaekit.serving.onnx")  # `vaekit.serving.onnx` is the function of that name
+from vaekit.serving import onnx as export_module  # noqa: E402
+
 TOLERANCE = 1e-4
 
 

@@ -3,7 +3,6 @@ exact resume, ``--time-budget``, evaluation with per-layer KL, anomaly scores, c
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from pathlib import Path
@@ -37,7 +36,8 @@ def assert_one_line_error(code: int, err: str, *fragments: str) -> None:
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert all(fragment in lines[0] for fragment in fragments), err
 
-train_module = importlib.import_module("vaekit.training.loop")
+from vaekit.training import loop as train_module  # noqa: E402
+
 HVAE = ("model.latent_layers=[4, 2]", "model.hidden_dims=[16]", "model.weight_norm=true")
 
 

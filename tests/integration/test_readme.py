@@ -34,7 +34,10 @@ def test_readme_setup_commands_are_what_ci_runs() -> None:
     bash = _blocks("bash")
     main_job, test_command = bash[0].strip(), bash[1].strip()
     assert main_job.endswith("vaekit train") and "pip install torch==2.13.0" in main_job
-    assert test_command in (ROOT / ".ci" / "run").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_command in ci and "-c constraints-dev.txt" in test_command
+    assert "python3 -m venv" in ci  # both commands run in fresh virtual environments
+    assert main_job.replace("-e .", '-e "$repo"') in ci
 
 
 def test_every_cli_command_in_readme_has_help(capsys: pytest.CaptureFixture[str]) -> None:

@@ -52,7 +52,7 @@ def start_server(model: Path, *flags: str, log: Path) -> tuple[subprocess.Popen[
                 stderr=subprocess.STDOUT,
             )
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 600  # a hang guard only: a loaded machine may be slow
         while time.monotonic() < deadline and proc.poll() is None:
             try:
                 if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:

@@ -4,7 +4,6 @@ objectives, likelihoods, bad inputs, and the numbers ``evaluate`` reports."""
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import math
 from pathlib import Path
@@ -20,10 +19,11 @@ from vaekit.errors import ConfigError, DataError, TrainingError
 from vaekit.evaluation.report import evaluate
 from vaekit.models.serialization import load
 from vaekit.presets import get_preset
-from vaekit.training.loop import train
 
 # ``vaekit.train`` the attribute is the function re-exported by the package; the module is needed to patch it.
-train_module = importlib.import_module("vaekit.training.loop")
+from vaekit.training import loop as train_module
+from vaekit.training.loop import train
+
 ORIGINAL_LOSS = train_module.compute_loss
 RUN_FILES = {"config.json", "metrics.jsonl", "loss_curve.png", "samples.png", "reconstructions.png",
              "best", "last", "state"}

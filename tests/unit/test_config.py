@@ -239,3 +239,50 @@ def test_presets_are_valid_configs():
         assert preset.config.model.architecture in ARCHITECTURES
         assert preset.config.model.likelihood in LIKELIHOODS
         assert preset.config.model.activation in ACTIVATIONS
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.lr=-1", "train.lr"),
+        ("train.lr=.nan", "train.lr"),
+        ("train.lr=.inf", "train.lr"),
+        ("train.lr=0", "train.lr"),
+        ("train.epochs=0", "train.epochs"),
+        ("train.batch_size=0", "train.batch_size"),
+        ("train.ema=1", "train.ema"),
+        ("train.time_budget_s=-5", "train.time_budget_s"),
+        ("model.latent_dim=0", "model.latent_dim"),
+        ("model.hidden_dims=[16,0]", "model.hidden_dims"),
+        ("model.gaussian_scale=-1", "model.gaussian_scale"),
+        ("objective.beta=-1", "objective.beta"),
+        ("objective.beta=.nan", "objective.beta"),
+        ("objective.free_bits=-0.5", "objective.free_bits"),
+        ("objective.k=0", "objective.k"),
+        ("data.val_fraction=1", "data.val_fraction"),
+        ("data.image_size=[28]", "data.image_size"),
+    ],
+)
+def test_resolve_config_refuses_invalid_values_naming_the_key(override: str, key: str) -> None:
+    """Values are checked where the config is built, not deep inside training."""
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        resolve_config(overrides=[override])
+
+
+def test_sections_built_in_python_are_checked_too() -> None:
+    from vaekit.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=r"train\.lr must be a finite number > 0, got -0\.1"):
+        TrainConfig(lr=-0.1)
+
+
+def test_registered_names_are_checked_before_training(tmp_path) -> None:
+    from vaekit.training import train
+
+    for override, key in [
+        ("model.prior=vamp", "model.prior"), ("model.family=flow", "model.family"),
+        ("objective.name=wake-sleep", "objective.name"), ("model.likelihood=poisson", "model.likelihood"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"\({key}\); choose one of"):
+            train(resolve_config(overrides=[override]), tmp_path / key)
+        assert not (tmp_path / key).exists()

@@ -3,7 +3,6 @@ classifier and its cache, and the sanity ordering real halves << samples << nois
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from pathlib import Path
@@ -15,6 +14,8 @@ import torch
 from vaekit.config import resolve_config
 from vaekit.data import Preprocessing, load_examples
 from vaekit.errors import ConfigError, DataError
+from vaekit.evaluation import classifier as classifier_module
+from vaekit.evaluation import quality as quality_module
 from vaekit.evaluation.classifier import (
     CLASSIFIER_VERSION,
     Classifier,
@@ -170,7 +171,7 @@ def test_classifier_cache_is_reused_and_survives_a_round_trip(
     def no_training(*args: object, **kwargs: object) -> None:
         raise AssertionError("the cached extractor should have been loaded")
 
-    monkeypatch.setattr(importlib.import_module("vaekit.evaluation.classifier"), "fit_classifier", no_training)
+    monkeypatch.setattr(classifier_module, "fit_classifier", no_training)
     again = get_classifier("digits", DIGITS, cache_dir=extractor_cache, settings=FAST)
     x = torch.rand(5, 1, 8, 8)
     np.testing.assert_array_equal(again.features(x), digits_classifier.features(x))
@@ -281,7 +282,7 @@ def test_evaluate_samples_adds_quality_to_the_report(
     from vaekit.evaluation.report import evaluate
 
     monkeypatch.setattr(
-        importlib.import_module("vaekit.evaluation.quality"), "get_classifier", lambda *a, **k: digits_classifier
+        quality_module, "get_classifier", lambda *a, **k: digits_classifier
     )
     report = evaluate(digits_vae, k=2, samples=100)
     assert report.sample_quality is not None and report.sample_quality["num_samples"] == 100

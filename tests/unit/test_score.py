@@ -147,7 +147,7 @@ def test_trained_model_scores_noise_as_anomalous(trained: VAE, digits_x: torch.T
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"method": "lof"}, ConfigError, "unknown anomaly score 'lof' \\(--method\\); choose one of: elbo, iwae, recon"),
+        ({"method": "lof"}, ConfigError, r"unknown anomaly score 'lof' \(--method\); choose one of: elbo, iwae, recon"),
         ({"unit": "bytes"}, ConfigError, "unknown score unit 'bytes'"),
         ({"method": "recon", "unit": "bits"}, ConfigError, "squared error, not a rate"),
         ({"k": 0}, ConfigError, "k must be at least 1, got 0"),

@@ -12,7 +12,7 @@ from PIL import Image
 
 from vaekit.apps.embedding import embed
 from vaekit.apps.interpolation import interpolate, lerp, slerp
-from vaekit.apps.reconstruction import interleave_rows, reconstruct
+from vaekit.apps.reconstruction import reconstruct
 from vaekit.apps.sampling import sample
 from vaekit.apps.traversal import traversal_latents, traverse
 from vaekit.config import ModelConfig
@@ -20,7 +20,7 @@ from vaekit.data import Preprocessing
 from vaekit.errors import ConfigError, OutputError
 from vaekit.models.serialization import save_model
 from vaekit.models.vae import VAE
-from vaekit.plots import plot_loss_curve, save_image_grid
+from vaekit.plots import interleave_rows, plot_loss_curve, save_image_grid
 
 LATENT = 4
 
@@ -284,3 +284,45 @@ def test_embed_tables(digits_model: VAE, tmp_path: Path, suffix: str) -> None:
 def test_embed_unknown_suffix(digits_model: VAE, tmp_path: Path) -> None:
     with pytest.raises(OutputError, match=r"\.npy, \.csv, \.parquet"):
         embed(digits_model, out=tmp_path / "codes.txt")
+
+
+def test_a_new_modality_writes_through_its_registered_writer(digits_model: VAE, tmp_path: Path, monkeypatch) -> None:
+    """The verbs hand their examples to the writer of the model's modality: registering one is all a new kind of
+    data needs (here a text writer for a model that says its examples are "text")."""
+    from vaekit.apps.writers import WRITERS, Layout
+
+    written: list[tuple[tuple[int, ...], Layout]] = []
+
+    class TextWriter:
+        suffixes = (".txt",)
+
+        def write(self, model, x, out, layout):
+            written.append((x.shape, layout))
+            out.write_text("\n".join(" ".join(f"{v:.2f}" for v in row.ravel()[:4]) for row in x))
+            return out
+
+    monkeypatch.setitem(WRITERS._items, "text-test", TextWriter())
+    monkeypatch.setattr(type(digits_model), "modality", lambda self: "text-test")
+    sample(digits_model, 3, out=tmp_path / "s.txt")
+    assert written[0][0] == (3, 1, 8, 8) and "samples" in written[0][1].title
+    assert len((tmp_path / "s.txt").read_text().splitlines()) == 3
+    with pytest.raises(OutputError, match=r"\.txt"):
+        sample(digits_model, 3, out=tmp_path / "s.png")
+
+
+def test_grids_are_captioned(digits_model: VAE, tmp_path: Path) -> None:
+    """Reconstructions say which rows are originals, traversals which dimension and value, interpolations where
+    the end points are: the captions are drawn (dark pixels in the margins outside the grid)."""
+    reconstruct(digits_model, "digits", n=4, out=tmp_path / "r.png")
+    traverse(digits_model, dims=[0, 2], steps=5, span=2.0, out=tmp_path / "t.png")
+    interpolate(digits_model, "digits", index_a=1, index_b=2, steps=4, out=tmp_path / "i.png")
+    for name, cols, rows, left, top in [("r", 4, 2, True, False), ("t", 5, 2, True, True), ("i", 4, 1, False, True)]:
+        with Image.open(tmp_path / f"{name}.png") as image:
+            pixels = np.asarray(image.convert("L"))
+        height, width = pixels.shape
+        grid_w, grid_h = cols * 34 + 2, rows * 34 + 2
+        assert pixels[: height - grid_h].min() < 128  # a title (and column captions) above the grid
+        if left:
+            assert width > grid_w and pixels[height - grid_h :, : width - grid_w].min() < 128  # row captions
+        if top:
+            assert height - grid_h == 30  # title line + a line of column captions

@@ -149,8 +149,8 @@ def interpolate(
     INTERPOLATIONS.get(method)
     if steps < 2:
         raise ConfigError(f"steps must be at least 2 (both end points), got {steps}")
-    png = check_output(None, out) if out is not None else None
     model = as_model(model)
+    png = check_output(model, out) if out is not None else None
     y = decode_labels(model, label, steps)  # (steps,) or None; checked before any data is read
     examples = examples_for(model, data, data_dir)
     for name, index in (("index_a", index_a), ("index_b", index_b)):

@@ -63,8 +63,8 @@ def reconstruct(
     """
     if n < 1:
         raise ConfigError(f"n must be at least 1, got {n}")
-    png = check_output(None, out) if out is not None else None
     model = as_model(model)
+    png = check_output(model, out) if out is not None else None
     model.eval()
     examples = examples_for(model, data, data_dir)
     indices = np.arange(min(n, len(examples)))

@@ -75,8 +75,8 @@ def sample(
         raise ConfigError(f"n must be at least 1, got {n}; ask for one or more samples")
     if not temperature > 0:
         raise ConfigError(f"temperature must be positive, got {temperature}; 1.0 samples the prior itself")
-    png = check_output(None, out) if out is not None else None
     model = as_model(model)
+    png = check_output(model, out) if out is not None else None
     model.eval()
     y = decode_labels(model, label, n)  # (n,) or None
     ncol = max(1, int(np.ceil(np.sqrt(n))))

@@ -103,8 +103,8 @@ def traverse(
         raise ConfigError(f"steps must be at least 2, got {steps}")
     if not span > 0:
         raise ConfigError(f"span must be positive, got {span}")
-    png = check_output(None, out) if out is not None else None
     model = as_model(model)
+    png = check_output(model, out) if out is not None else None
     model.eval()
     latent_dim = model.latent_dim
     dims = list(range(min(latent_dim, DEFAULT_MAX_DIMS))) if dims is None else [int(d) for d in dims]

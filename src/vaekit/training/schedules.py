@@ -2,8 +2,9 @@
 
 Both warm-ups scale with the run: a warm-up of ``w`` steps ends after ``min(w, f * total)`` steps, ``f`` being
 ``train.max_warmup_fraction`` (default a quarter; 1 turns the cap off) and ``total`` the run's steps, or, for a
-run with a time budget, when ``f`` of the budget is spent. So a short run (few epochs, small data) still trains most of its time at the
-full KL weight and learning rate instead of ending mid-warm-up; a long run keeps the warm-up it asks for::
+run with a time budget, when ``f`` of the budget is spent. So a short run (few epochs, small data) still trains
+most of its time at the full KL weight and learning rate instead of ending mid-warm-up; a long run keeps the
+warm-up it asks for::
 
     progress p      = step / total_steps                (or elapsed / time_budget_s with a budget)
     warm-up factor  = min(1, max(step / w, p / f))      (1 when w = 0)
