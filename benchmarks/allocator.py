@@ -28,7 +28,7 @@ def child(preset: str, steps: int, k: int, examples: int) -> dict:
     from vaekit.allocator import tune_allocator
     from vaekit.config import resolve_config
     from vaekit.evaluation.report import evaluate
-    from vaekit.models.vae import build_model
+    from vaekit.models import build_model
     from vaekit.presets import get_preset
 
     tuned = tune_allocator()

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 from common import DEFAULT_MNIST, save, table
 from PIL import Image
-from vaekit.data.datasets import read_idx
 
 import vaekit
 from vaekit.config import resolve_config
+from vaekit.data import read_idx
 from vaekit.presets import get_preset
 
 BINARIZE_SEED = 0

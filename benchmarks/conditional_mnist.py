@@ -36,9 +36,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from common import DEFAULT_MNIST, save, table
-from vaekit.data.datasets import load_examples
 
 from vaekit.config import resolve_config
+from vaekit.data import load_examples
 from vaekit.evaluation.classifier import get_classifier
 from vaekit.evaluation.quality import QualityReport, fid, sample_quality
 from vaekit.presets import get_preset

@@ -27,7 +27,8 @@ from common import DEFAULT_MNIST, nll_curve, plot_nll_curve, save, table
 
 from vaekit.allocator import tune_allocator
 from vaekit.config import resolve_config
-from vaekit.evaluation.report import evaluate, load_model_data
+from vaekit.evaluation.report import evaluate
+from vaekit.models.inputs import model_data as load_model_data
 from vaekit.models.serialization import load
 from vaekit.presets import get_preset
 from vaekit.training.loop import train

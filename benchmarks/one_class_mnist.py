@@ -36,10 +36,10 @@ from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 from sklearn.metrics import roc_auc_score
 from sklearn.svm import OneClassSVM
-from vaekit.data.datasets import read_idx
 
 from vaekit.apps.estimators import AnomalyDetector
 from vaekit.apps.scoring import SATURATED, anomaly_scores
+from vaekit.data import read_idx
 
 Detector = Callable[[np.ndarray, np.ndarray, argparse.Namespace], dict[str, np.ndarray]]
 

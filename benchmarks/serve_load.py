@@ -108,7 +108,7 @@ def start_server(model: str, threads: int, log: Path) -> tuple[subprocess.Popen[
 
 def mnist_example(model_dir: str, data_dir: str) -> list[Any]:
     """The first MNIST test image in the model's input space, as a (1, 1, 28, 28) nested list."""
-    from vaekit.apps.writers import load_examples_for
+    from vaekit.models.inputs import examples_for as load_examples_for
     from vaekit.models.serialization import load
 
     examples = load_examples_for(load(model_dir), None, data_dir)

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from common import DEFAULT_MNIST, save, table
 from torch import nn
-from vaekit.data.datasets import load_data
 
 from vaekit.config import resolve_config
+from vaekit.data import load_data
 from vaekit.presets import get_preset
 from vaekit.training.loop import train
 

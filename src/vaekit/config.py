@@ -312,6 +312,10 @@ class TrainConfig:
         many steps they ask for, so a short run still trains most of its time at the full KL weight and rate;
         1 turns the cap off (the warm-ups then last their steps, even past the end of the run). A run resumed
         with more epochs replays exactly only if its warm-ups were not cut.
+    threads
+        torch threads of the training process: 0 (the default) chooses by the model's size and the machine's load
+        (:mod:`vaekit.threads`: one thread for small models or busy machines), N uses N; ``OMP_NUM_THREADS``,
+        when set, is used instead of the automatic choice.
     """
 
     epochs: int = 30
@@ -335,6 +339,7 @@ class TrainConfig:
     compile: bool = False
     num_images: int = 64
     max_warmup_fraction: float = 0.25
+    threads: int = 0
 
     def __post_init__(self) -> None:
         _check_section(self, "train", {
@@ -342,7 +347,7 @@ class TrainConfig:
             "warmup_steps": at_least(0), "grad_clip": at_least(0.0), "skip_grad_norm": at_least(0.0),
             "ema": between(0.0, 1.0), "max_bad_steps": at_least(1), "patience": at_least(0), "eval_k": at_least(0),
             "eval_every": at_least(1), "time_budget_s": at_least(0.0), "num_images": at_least(1),
-            "max_warmup_fraction": between(0.0, 1.0, upper_open=False),
+            "max_warmup_fraction": between(0.0, 1.0, upper_open=False), "threads": at_least(0),
         })
 
 

@@ -21,6 +21,7 @@ clears temporary directories a kill left behind.
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
@@ -66,9 +67,22 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+_FIXES = {
+    errno.ENOSPC: "free some space on that disk or write elsewhere",
+    errno.EDQUOT: "free some space on that disk or write elsewhere",
+    errno.EFBIG: "the file is larger than this system allows; write smaller files or elsewhere",
+    errno.EISDIR: "give the name of a file, not of a folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EACCES: "choose a path you may write to",
+    errno.EPERM: "choose a path you may write to",
+    errno.EROFS: "the filesystem is read-only: choose another path",
+}
+
+
 def _output_error(path: Path, exc: OSError) -> OutputError:
     cause = exc.strerror or str(exc)
-    return OutputError(f"cannot write {str(path)!r}: {cause}; free some space or choose another output path")
+    fix = _FIXES.get(exc.errno or 0, "choose another output path")
+    return OutputError(f"cannot write {str(path)!r}: {cause}; {fix}")
 
 
 @contextmanager
@@ -219,8 +233,21 @@ def save_tensors(tensors: dict[str, object], path: str | Path) -> None:
 
     try:
         save_file(tensors, str(path))  # type: ignore[arg-type]
+        os.chmod(path, 0o666 & ~current_umask())  # safetensors creates its files private (0600)
     except (OSError, SafetensorError) as exc:
-        cause = getattr(exc, "strerror", None) or " ".join(str(exc).split())
-        raise OutputError(
-            f"cannot write {str(path)!r}: {cause}; free some space or choose another output path"
-        ) from None
+        if isinstance(exc, OSError):
+            raise _output_error(Path(path), exc) from None
+        cause = " ".join(str(exc).split())  # safetensors reports a failed write (a full disk) in its own words
+        raise OutputError(f"cannot write {str(path)!r}: {cause}; free some space or write elsewhere") from None
+
+
+def csv_bytes(columns: dict[str, np.ndarray]) -> bytes:
+    """A CSV file (header, then one row per index) of equally long 1-D columns; floats written exactly (repr),
+    integers as integers. Needs no pandas."""
+    names = list(columns)
+    arrays = [np.asarray(columns[name]) for name in names]
+    formats = [(lambda v: repr(float(v))) if a.dtype.kind == "f" else (lambda v: str(int(v))) for a in arrays]
+    lines = [",".join(names)]
+    for row in zip(*arrays, strict=True):
+        lines.append(",".join(fmt(value) for fmt, value in zip(formats, row, strict=True)))
+    return ("\n".join(lines) + "\n").encode()

@@ -148,3 +148,16 @@ def test_probe_on_a_labelled_file_uses_a_stratified_split(tmp_path: Path) -> Non
     conditional.preprocessing = model.preprocessing
     with pytest.raises(ConfigError, match="this conditional model encodes x given its label"):
         probe(conditional)
+
+
+def test_long_commands_show_progress_and_quiet_silences_them(run_dir: Path, tmp_path: Path, capsys) -> None:
+    """score (both passes with --fpr), probe and plot-latent draw a progress bar on stderr; --quiet draws none."""
+    for argv, bar in [
+        (["score", str(run_dir), "--k", "3", "--fpr", "0.1"], "score (iwae, k=3)"),
+        (["probe", str(run_dir)], "encode the test split"),
+        (["plot-latent", str(run_dir), "--out", str(tmp_path / "latent.png")], "encode"),
+    ]:
+        code, _, err = run(capsys, *argv)
+        assert code == 0 and bar in err, err
+        code, _, err = run(capsys, *argv, "--quiet")
+        assert code == 0 and err == ""

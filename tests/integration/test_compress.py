@@ -231,6 +231,39 @@ def test_bad_data_is_rejected_by_the_cli(capsys, tmp_path, model_dirs, model, da
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.npy"]
 
 
+def _npy_with_header(header: str, version: int = 1) -> bytes:
+    size = len(header).to_bytes(2 if version == 1 else 4, "little")
+    return b"\x93NUMPY" + bytes([version, 0]) + size + header.encode("latin-1")
+
+
+MALFORMED = {  # numpy raises tokenize.TokenError, SyntaxError, OverflowError, ... on these, not only ValueError
+    "bad.npy": b"\x93NUMPY\x01\x00\x04\x00{'de",
+    "open.npy": _npy_with_header("{'descr': '|u1', 'fortran_order': False, 'shape': (3,\n"),
+    "huge.npy": _npy_with_header("{'descr': '|u1', 'fortran_order': False, 'shape': (" + "9" * 40 + ",), }\n"),
+    "long.npy": _npy_with_header("{'descr': '|u1', 'fortran_order': False, 'shape': (1,)}" + " " * 20000 + "\n", 2),
+    "echo.npy": _npy_with_header("{'descr': " + "[" * 400 + "]" * 400 + ", 'fortran_order': False, 'shape': (1,)}\n"),
+    "bad.npz": b"PK\x03\x04" + b"\x00" * 40,
+    "member.npz": b"",  # a zip whose x.npy is bad.npy, written below
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED))
+def test_malformed_npy_and_npz_are_refused_by_the_cli(capsys, tmp_path, model_dirs, name):
+    import zipfile
+
+    path = tmp_path / name
+    if name == "member.npz":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("x.npy", MALFORMED["bad.npy"])
+    else:
+        path.write_bytes(MALFORMED[name])
+    code, _, err = _run(capsys, "compress", str(model_dirs["8bit"]), str(path), "-o", str(tmp_path / "x.vkz"))
+    writer = "numpy.savez" if name.endswith(".npz") else "numpy.save"
+    _assert_one_line_error(code, err, "cannot read", name, f"write it with {writer}")
+    assert "Traceback" not in err and len(err) < 400
+    assert sorted(p.name for p in tmp_path.iterdir()) == [name]
+
+
 def test_other_bad_requests(tmp_path, pixels, model_dirs):
     with pytest.raises(ConfigError, match="continuous"):
         compress(_model("gaussian"), pixels)

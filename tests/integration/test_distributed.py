@@ -1,19 +1,22 @@
 """Data-parallel training in real processes (gloo on CPU): ``vaekit train --nproc 2`` and ``torchrun``.
 
 Each launch starts two Python processes that import torch (a few seconds on two cores), so the runs are few and
-shared: one 4-epoch run for the files, the ELBO and as the resume reference, one run that is stopped after 2
-epochs and resumed, and one torchrun script that streams shards through two workers per rank and injects a
-non-finite loss on one rank.
+shared: one 4-epoch run for the files, the ELBO and as the resume reference (and the one-node reference of the
+two-node run), one run that is stopped after 2 epochs and resumed, one run on two torchrun "nodes" on this machine,
+and one torchrun script that streams shards through two workers per rank and injects a non-finite loss on one rank.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +39,35 @@ TINY = ["--device", "cpu", "--quiet", "model.latent_dim=3", "model.hidden_dims=[
 ELBO_TOLERANCE = 2.0
 
 
+def _descendants(pid: int) -> list[int]:
+    """The processes below ``pid``, breadth first (Linux ``/proc``; none found elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # it ended meanwhile
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        below = children.get(todo.pop(0), [])
+        found += below
+        todo += below
+    return found
+
+
+def _kill_all(process: subprocess.Popen[str]) -> None:
+    """SIGKILL a launcher's process group and every process below it. torchrun starts each rank in a session of its
+    own, so the launcher's group alone would leave the ranks running, orphaned; they are found before any kill."""
+    below = _descendants(process.pid)
+    for pid in below:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def _run(command: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``command`` in its own session; on a timeout kill all of it (the launcher and every rank it started)."""
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -43,7 +75,7 @@ def _run(command: list[str], cwd: Path | None = None) -> subprocess.CompletedPro
     try:
         out, err = process.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
+        _kill_all(process)
         out, err = process.communicate()
         pytest.fail(f"{' '.join(command)} hung for {TIMEOUT} s: {err[-2000:]}")
     assert process.returncode == 0, out + err
@@ -99,6 +131,75 @@ def test_two_process_resume_is_bit_exact(two_process_run, tmp_path):
         a, b = _weights(reference / sub), _weights(run / sub)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), sub
     assert _records(run) == _records(reference)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _run_together(commands: list[list[str]], cwd: Path) -> list[subprocess.CompletedProcess[str]]:
+    """Start ``commands`` at once, each in its own session, and wait for all of them. When one fails or the time runs
+    out, kill every one with all its ranks (:func:`_kill_all`): a node left alone would wait for its peer until
+    torch's own timeouts (rendezvous join 10 min, collectives 10 min). Output goes to files (a pipe could fill)."""
+    processes: list[subprocess.Popen[str]] = []
+    logs = [(cwd / f"launcher{i}.out", cwd / f"launcher{i}.err") for i in range(len(commands))]
+    deadline, timed_out = time.monotonic() + TIMEOUT, False
+    try:
+        for command, (out, err) in zip(commands, logs, strict=True):
+            with out.open("w") as stdout, err.open("w") as stderr:
+                processes.append(subprocess.Popen(command, cwd=cwd, stdout=stdout, stderr=stderr, text=True,
+                                                  env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True))
+        while None in (codes := [p.poll() for p in processes]) and not any(codes):  # poll every one, each time
+            timed_out = time.monotonic() > deadline
+            if timed_out:
+                break
+            time.sleep(0.2)
+    finally:  # also when the test itself is interrupted
+        if any(code is None or code for code in [p.poll() for p in processes]):  # a failure or a hang: end all
+            for process in processes:
+                _kill_all(process)
+    results = [subprocess.CompletedProcess(c, p.returncode, out.read_text(), err.read_text())
+               for c, p, (out, err) in zip(commands, processes, logs, strict=True)]
+    report = "\n".join(f"{' '.join(r.args)} -> {r.returncode}: {r.stderr[-2000:]}" for r in results)
+    if timed_out:
+        pytest.fail(f"hung for {TIMEOUT} s:\n{report}")
+    assert all(r.returncode == 0 for r in results), report
+    return results
+
+
+def test_two_nodes_replay_one_node_with_two_processes(two_process_run, tmp_path):
+    """Two torchrun launchers on 127.0.0.1 (``--nnodes 2``, one process each, c10d rendezvous) against one launcher
+    with two processes (``--standalone``, the fixture): bit for bit the same run.
+
+    Both setups start two processes with (RANK, WORLD_SIZE) = (0, 2) and (1, 2), and a vaekit process derives its
+    data share, its seeds and whether it writes from that pair only (LOCAL_RANK, 0 on both nodes here, only picks a
+    GPU). Each all-reduce sums two values, and a + b == b + a exactly in floating point. So every update, every
+    metric and every saved tensor must be equal. c10d ignores ``--node-rank`` and hands out the ranks itself (sorted
+    by address, then launcher pid), so either node may hold rank 0: the run directory is shared (one cwd here). The
+    4 epochs are the fixture's, reused as the one-node reference.
+    """
+    reference, _ = two_process_run
+    endpoint, run_id = f"127.0.0.1:{_free_port()}", f"vaekit-test-{os.getpid()}"
+    nodes = [
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
+         "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", endpoint, "--rdzv-id", run_id,
+         "--local-addr", "127.0.0.1", "-m", "vaekit", "train", "--out", "run", "--epochs", "4", *TINY]
+        for node in (0, 1)
+    ]
+    results = _run_together(nodes, cwd=tmp_path)
+    run = tmp_path / "run"
+    assert sum(r.stdout.count("run directory:") for r in results) == 1  # one rank 0, on either node
+    assert {p.name for p in run.iterdir()} == RUN_FILES  # one writer, nothing left over
+    assert _records(run) == _records(reference)  # every metric of every epoch, exactly (not the clock)
+    for sub in ("last", "best"):
+        a, b = _weights(reference / sub), _weights(run / sub)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), sub
+    # weights, Adam moments and the RNG streams of both ranks: either run would resume into the same epochs
+    a, b = (load_file(str(r / "state" / "state.safetensors")) for r in (reference, run))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((run / "state" / "state.json").read_text())["counters"]["world_size"] == 2
 
 
 SCRIPT = """

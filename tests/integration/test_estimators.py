@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -9,12 +10,16 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.datasets import load_digits
+from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GridSearchCV
-from sklearn.pipeline import Pipeline
+from sklearn.model_selection import GridSearchCV, train_test_split
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from vaekit.apps import estimators
 from vaekit.apps.estimators import AnomalyDetector, VAETransformer
+from vaekit.config import Config
 from vaekit.errors import ConfigError, DataError
 from vaekit.training import loop
 
@@ -77,6 +82,76 @@ def test_detector_finds_noise_among_digits(digits: tuple[np.ndarray, np.ndarray]
     assert detector.score_samples(noise).max() < np.median(scores)  # higher = more normal
 
 
+class _Planned(Exception):
+    """Raised by the stand-in for `train` below, carrying the config the estimator would have trained with."""
+
+    def __init__(self, config: Config, n_train: int) -> None:
+        super().__init__()
+        self.config, self.n_train = config, n_train
+
+
+def planned_run(monkeypatch: pytest.MonkeyPatch, estimator: Any, n_rows: int) -> _Planned:
+    """What `fit` on `n_rows` rows would train: the config it passes to `train` (nothing is trained)."""
+    def plan(config: Config, out: Path, *, data: Any) -> None:
+        raise _Planned(config, len(data.train))
+
+    monkeypatch.setattr(estimators, "train", plan)
+    with pytest.raises(_Planned) as info:
+        estimator.fit(np.random.default_rng(0).normal(size=(n_rows, 2)))
+    return info.value
+
+
+@pytest.mark.parametrize(("n_rows", "epochs", "patience"), [(50, 10_000, 500), (1_000, 1250, 63), (100_000, 15, 10)])
+def test_default_training_is_a_budget_of_steps(
+    monkeypatch: pytest.MonkeyPatch, n_rows: int, epochs: int, patience: int
+) -> None:
+    plan = planned_run(monkeypatch, VAETransformer(), n_rows)
+    steps_per_epoch = math.ceil(plan.n_train / 128)
+    assert (plan.config.train.epochs, plan.config.train.patience) == (epochs, patience)
+    # about 10,000 optimizer steps whatever the size of the data: many passes over small data, few over large
+    assert 10_000 <= epochs * steps_per_epoch < 10_000 + steps_per_epoch
+
+
+def test_training_length_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    def train_config(estimator: Any, n_rows: int = 1_000) -> tuple[int, int]:
+        config = planned_run(monkeypatch, estimator, n_rows).config.train
+        return config.epochs, config.patience
+
+    assert train_config(VAETransformer(max_steps=80, batch_size=100)) == (9, 10)  # 900 rows: 9 steps a pass
+    assert train_config(VAETransformer(epochs=200, patience=7)) == (200, 7)  # a number of passes is kept
+    assert train_config(VAETransformer(epochs=300)) == (300, 15)  # patience="auto": a twentieth of the epochs
+    assert train_config(VAETransformer(epochs=15, patience=0)) == (15, 0)
+    assert train_config(AnomalyDetector()) == (30, 10)  # longer training can hurt its scores on tables
+    assert train_config(AnomalyDetector(epochs="auto")) == (1250, 63)
+
+
+def test_early_stopping_ends_a_long_run(no_figures: None) -> None:
+    x = np.random.default_rng(0).normal(size=(200, 4))  # noise: nothing to learn after a few epochs
+    vae = VAETransformer(latent_dim=2, hidden_dims=(16,), batch_size=32, max_steps=100_000, patience=5,
+                         random_state=0, device="cpu").fit(x)
+    assert vae.n_iter_ < 200 < 100_000 / 6  # far fewer epochs than the budget's 16,667
+    best = max(vae.history_, key=lambda m: m["val_elbo"])["epoch"]
+    assert best == vae.n_iter_ - 5  # stopped after 5 epochs without a better validation ELBO
+    assert vae.history_[-1]["step"] == 6 * vae.n_iter_  # 180 training rows: 6 steps a pass
+
+
+def test_default_transformer_beats_pca_on_digits(no_figures: None) -> None:
+    """The issue's case (about 12 s on one core): 30 epochs of 1,080 rows underfit, the step budget does not."""
+    data = load_digits()
+    x_train, x_test, y_train, y_test = train_test_split(data.data / 16.0, data.target, train_size=1200,
+                                                        random_state=0)
+    vae = VAETransformer(random_state=0, device="cpu").fit(x_train)
+    assert vae.n_iter_ < 1112  # early stopping ended the 1,112 planned epochs (10,000 steps of 9 a pass)
+    pca = PCA(8).fit(x_train)
+
+    def probe(encode: Any) -> float:
+        classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
+        return float(classifier.fit(encode(x_train), y_train).score(encode(x_test), y_test))
+
+    assert probe(pca.transform) == pytest.approx(0.884, abs=0.002)
+    assert probe(vae.transform) > probe(pca.transform) + 0.005  # 30 epochs (the old default) gave 0.796
+
+
 def test_transformer_in_a_pipeline_learns_useful_codes(digits: tuple[np.ndarray, np.ndarray], no_figures: None) -> None:
     x, y = digits
     pipeline = Pipeline([
@@ -136,6 +211,13 @@ def test_estimators_leave_no_run_directory(tmp_path: Path, monkeypatch: pytest.M
         (AnomalyDetector(**TINY, method="lof"), None, ConfigError, "unknown anomaly score 'lof'"),
         (VAETransformer(**dict(TINY, likelihood="poisson")), None, ConfigError, "unknown likelihood 'poisson'"),
         (VAETransformer(**TINY), np.ones((1, 4)), DataError, "1 sample"),
+        (VAETransformer(**dict(TINY, epochs=0)), None, ConfigError, "epochs=0: give 'auto'"),
+        (VAETransformer(**dict(TINY, epochs="long")), None, ConfigError, "epochs='long': give 'auto'"),
+        (AnomalyDetector(**dict(TINY, epochs=2.5)), None, ConfigError, "epochs=2.5: give 'auto'"),
+        (VAETransformer(**TINY, max_steps=0), None, ConfigError, "max_steps=0: give a number of optimizer steps"),
+        (VAETransformer(**TINY, patience=-1), None, ConfigError, "patience=-1: give 'auto' or a number of epochs"),
+        (AnomalyDetector(**TINY, patience=True), None, ConfigError, "patience=True: give 'auto'"),
+        (VAETransformer(**dict(TINY, batch_size=0)), None, ConfigError, "batch_size=0: give a number of examples"),
     ],
 )
 def test_bad_settings_fail_in_fit(estimator: Any, x: np.ndarray | None, error: type, match: str) -> None:

@@ -72,20 +72,34 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_config: Callable[..., 
     proc.wait(timeout=15)
 
 
+HANG_GUARD_MS = 180_000  # waits end when the page gets there; this only stops a hang (a loaded machine is slow)
+CONTROLS = "#sliders input, #temperature, #new-samples, #reset-sliders, #method"
+
+
 @pytest.fixture
-def page(server: str) -> Iterator[Any]:
+def fresh_page(server: str) -> Iterator[Any]:
+    """A new page, not yet opened (routes can be set first); no uncaught JavaScript error may happen on it."""
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 1000})
             errors: list[str] = []
             page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(server)
-            page.wait_for_selector("body[data-state='ready']", timeout=180_000)
             yield page
             assert not errors, errors  # no uncaught JavaScript error along the way
         finally:
             browser.close()
+
+
+@pytest.fixture
+def page(fresh_page: Any, server: str) -> Any:
+    fresh_page.goto(server)
+    fresh_page.wait_for_selector("body[data-state='ready']", timeout=HANG_GUARD_MS)
+    return fresh_page
+
+
+def controls_disabled(page: Any) -> list[bool]:
+    return page.eval_on_selector_all(CONTROLS, "controls => controls.map(c => c.disabled)")
 
 
 def grid_images(page: Any) -> list[str]:
@@ -135,3 +149,53 @@ def test_explorer_samples_sliders_and_strip(page: Any, tmp_path: Path) -> None:
     shot = tmp_path / "explorer.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 5_000
+
+
+def test_explorer_shows_that_it_is_loading_until_the_first_decode(fresh_page: Any, server: str) -> None:
+    """Until the model card and the first decode arrive: a visible loading message, every control disabled."""
+    page = fresh_page
+    held: list[Any] = []
+    page.route("**/v1/decode", lambda route: held.append(route))  # hold the decode until the test lets it go
+    with page.expect_request("**/v1/decode", timeout=HANG_GUARD_MS):
+        page.goto(server)
+    while not held:  # the request is out; its route handler runs when this thread next waits
+        page.wait_for_timeout(20)
+    assert page.get_attribute("body", "data-state") == "loading"
+    assert page.locator("#loading").is_visible() and "loading" in page.inner_text("#loading")
+    assert page.locator("#sliders input[type=range]").count() == 3  # the card is here: the sliders are drawn ...
+    assert all(controls_disabled(page)), controls_disabled(page)  # ... but wait for the first decode
+    assert page.get_attribute("#sliders", "aria-busy") == "true"
+
+    for route in held:
+        route.continue_()
+    page.unroute("**/v1/decode")
+    page.wait_for_selector("body[data-state='ready']", timeout=HANG_GUARD_MS)
+    assert not page.locator("#loading").is_visible()
+    assert not any(controls_disabled(page)), controls_disabled(page)
+    assert page.inner_text("#status") == "" and page.get_attribute("#sliders", "aria-busy") == "false"
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "content_type", "body", "shown"),
+    [
+        # uvicorn's own answer to a request it cannot parse is plain text, not JSON
+        ("/v1/model", 400, "text/plain", "Invalid HTTP request received.", "400 Invalid HTTP request received."),
+        ("/v1/decode", 500, "application/json", '{"detail": "internal error; see the server log"}', "internal error"),
+        ("/v1/sample", 422, "application/json", '{"detail": [{"loc": ["body", "n"], "msg": "bad"}]}', "body.n: bad"),
+    ],
+    ids=["model-plain-text-400", "decode-500", "sample-422"],
+)
+def test_explorer_says_when_loading_fails(
+    fresh_page: Any, server: str, path: str, status: int, content_type: str, body: str, shown: str
+) -> None:
+    page = fresh_page
+    page.route(f"**{path}", lambda route: route.fulfill(status=status, content_type=content_type, body=body))
+    page.goto(server)
+    page.wait_for_selector("body:not([data-state='loading'])", timeout=HANG_GUARD_MS)
+    assert page.get_attribute("body", "data-state") == "error"
+    message = page.inner_text("#status")
+    assert path in message and shown in message and "reload" in message, message
+    assert not page.locator("#loading").is_visible()
+    assert all(controls_disabled(page)), controls_disabled(page)  # nothing to explore: the controls stay off
+    if path == "/v1/sample":  # the sliders are drawn, with no code to show yet: centred, not pinned to an end
+        assert page.eval_on_selector_all("#sliders input", "sliders => sliders.map(s => s.value)") == ["0"] * 3

@@ -9,10 +9,13 @@ from __future__ import annotations
 import base64
 import io
 import json
+import logging
+import random
 import socket
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -26,6 +29,7 @@ from hypothesis import HealthCheck, settings
 from vaekit.apps.sampling import npy_bytes
 from vaekit.models.serialization import load
 from vaekit.models.vae import VAE
+from vaekit.serving.service import Limits, RequestError, read_array
 
 httpx = pytest.importorskip("httpx")
 pytest.importorskip("fastapi")
@@ -265,6 +269,98 @@ def test_npy_payloads_are_never_unpickled(client: Any) -> None:
     assert_field_error(client.post("/v1/encode", json=too_many), 422, "x_npy", f"send 1 to {MAX_BATCH}")
 
 
+def npy_file(header: bytes, data: bytes = b"") -> bytes:
+    """A version 1.0 ``.npy`` file with the given header text (whatever it says) and data bytes."""
+    return b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header + data
+
+
+# Headers numpy's own parser chokes on, each in another way (tokenize.TokenError, SyntaxError, TypeError, ...),
+# and headers it accepts but np.load then fails on.
+GARBAGE_NPY_FILES = [
+    npy_file(b"{'de"),  # the 12-byte file of the review: TokenError inside numpy's header parser
+    npy_file(b"{'descr': '<f4', 'fortran_order': False, 'shape': (1,"),
+    npy_file(b"{'descr': '<f4', 'fortran_order': False, 'shape': (1,)} \\"),
+    npy_file(b"\xff\xfe\x00\x01"),
+    npy_file(b"[]"),
+    npy_file(b"{1: 2}"),
+    npy_file(b"(((((((((((((((((((((((((((((((((((((((((((("),
+    npy_file(b"{'descr': [1], 'fortran_order': False, 'shape': (1,)}"),
+    npy_file(b"{'descr': ('<f4', 10**20), 'fortran_order': False, 'shape': (1,)}"),
+    npy_file(b"{'descr': '<f4', 'fortran_order': 2, 'shape': (1,)}"),
+    npy_file(b"{'descr': '<f4', 'fortran_order': False, 'shape': (True,)}", bytes(4)),
+    npy_file(b"{'descr': '<f4', 'fortran_order': False, 'shape': (-1, -4)}", bytes(16)),
+    npy_file(b"{'descr': '<f4', 'fortran_order': False, 'shape': (1,) * 70}", bytes(4)),
+    npy_file(b"{'descr': '<f4', 'fortran_order': False, 'shape': (2**63, 0)}"),
+]
+
+
+def mutated_npy_files(count: int, seed: int = 0) -> list[bytes]:
+    """Valid ``.npy`` files with a few bytes of the header replaced, inserted or deleted (seeded)."""
+    rng = random.Random(seed)
+    valid = npy_bytes(np.zeros((2, 64), np.float32))
+    files = []
+    for _ in range(count):
+        raw = bytearray(valid)
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(8, 80)
+            action = rng.choice(["replace", "insert", "delete"])
+            if action == "replace":
+                raw[at] = rng.choice(b"{}()[]',:#\\-0123456789LTFNn \n\xff")
+            elif action == "insert":
+                raw[at:at] = bytes([rng.randrange(256)])
+            else:
+                del raw[at]
+        files.append(bytes(raw))
+    return files
+
+
+def test_garbage_npy_headers_are_field_errors() -> None:
+    """Whatever numpy's header parser raises (ValueError, SyntaxError, TokenError, TypeError, ...) is a RequestError
+    naming the field, never another exception (which the server would answer with a 500)."""
+    for raw in GARBAGE_NPY_FILES + mutated_npy_files(400):
+        try:
+            read_array(None, base64.b64encode(raw).decode(), "x")
+        except RequestError as exc:
+            assert exc.field == "x_npy"
+
+
+@pytest.mark.parametrize(
+    "raw", GARBAGE_NPY_FILES + mutated_npy_files(10, seed=1), ids=lambda raw: f"crc-{zlib.crc32(raw):08x}"
+)
+def test_garbage_npy_headers_get_422(client: Any, raw: bytes) -> None:
+    response = client.post("/v1/encode", json={"x_npy": base64.b64encode(raw).decode()})
+    if response.status_code != 200:  # a mutation may still be a valid file
+        assert_field_error(response, 422, "x_npy")
+
+
+def unknown_keys_body(count: int) -> str:
+    """A JSON object of ``count`` distinct unknown keys ("0", "1", ..., in hex to keep it under the body limit)."""
+    return "{" + ",".join(f'"{i:x}":0' for i in range(count)) + "}"
+
+
+def test_unknown_keys_are_refused_before_validation(client: Any) -> None:
+    """One 422 naming the first unknown keys and their count, not one error per key (which took 20 s and 87 MB
+    for a million keys while the server answered nothing else)."""
+    body = unknown_keys_body(100_000)
+    assert len(body) < MAX_BODY_MB << 20
+    response = client.post("/v1/sample", content=body, headers={"content-type": "application/json"})
+    assert len(response.content) < 10_000, len(response.content)
+    assert_field_error(response, 422, "0", "Extra inputs", "100000 unknown keys", "'1'", "n, temperature, seed")
+    huge_key = json.dumps({"n": 2, "k" * 500_000: 1})  # the key itself is not echoed whole either
+    response = client.post("/v1/sample", content=huge_key, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and len(response.content) < 10_000, len(response.content)
+
+
+def test_error_lists_are_bounded(client: Any) -> None:
+    body = {"x": [[0.5] * 64] * MAX_BATCH, "y": ["a"] * MAX_BATCH}  # one error per label, and one more
+    response = client.post("/v1/encode", json=body)
+    assert response.status_code == 422, response.text
+    detail = response.json()["detail"]
+    assert len(detail) <= 21 and all(d["loc"][:2] == ["body", "y"] for d in detail[:-1]), detail
+    assert all(set(d) == {"loc", "msg", "type"} for d in detail)
+    assert detail[-1]["type"] == "too_many_errors" and f"{MAX_BATCH + 1} in all" in detail[-1]["msg"]
+
+
 def test_non_finite_values_are_rejected(client: Any) -> None:
     nan_body = '{"x": [[' + ", ".join(["NaN"] * 64) + "]]}"
     response = client.post("/v1/encode", content=nan_body, headers={"content-type": "application/json"})
@@ -276,29 +372,29 @@ def test_non_finite_values_are_rejected(client: Any) -> None:
     assert_field_error(client.post("/v1/decode", json={"z": [0.0, 0.0, 0.0]}), 422, "z", "send (B, 3)")
 
 
-@pytest.mark.parametrize(
-    ("path", "body", "field", "fragment"),
-    [
-        ("/v1/sample", {"n": 0}, "n", "greater than or equal to 1"),
-        ("/v1/sample", {"n": MAX_BATCH + 1}, "n", f"less than or equal to {MAX_BATCH}"),
-        ("/v1/sample", {"temperature": 0}, "temperature", "greater than 0"),
-        ("/v1/sample", {"temperature": 1e9}, "temperature", "less than or equal to 100"),
-        ("/v1/sample", {"seed": -1}, "seed", "greater than or equal to 0"),
-        ("/v1/sample", {"n": "four"}, "n", "valid integer"),
-        ("/v1/sample", {"label": 2}, "label", "not conditional"),
-        ("/v1/score", {"x": [[0.5] * 64], "method": "magic"}, "method", "choose one of: elbo, iwae, recon"),
-        ("/v1/score", {"x": [[0.5] * 64], "unit": "hartleys"}, "unit", "choose one of: nats, bits"),
-        ("/v1/score", {"x": [[0.5] * 64], "method": "recon", "unit": "bits"}, "body", "use unit=nats"),
-        ("/v1/score", {"x": [[0.5] * 64], "k": 0}, "k", "greater than or equal to 1"),
-        ("/v1/score", {"x": [[0.5] * 64], "k": 1001}, "k", "less than or equal to 1000"),
-        ("/v1/score", {"x": [[0.5] * 64] * MAX_BATCH, "k": 1000}, "k", "lower k or B"),
-        ("/v1/interpolate", {"z_a": [0, 0, 0], "z_b": [1, 1]}, "z_b", "send (B, 3)"),
-        ("/v1/interpolate", {"z_a": [0, 0, 0], "z_b": [1, 1, 1], "steps": 1}, "steps", "greater than or equal"),
-        ("/v1/interpolate", {"z_a": [0, 0, 0], "z_b": [1, 1, 1], "method": "cubic"}, "method", "linear"),
-        ("/v1/decode", {"z_npy": b64npy(np.zeros((2, 4), np.float32))}, "z_npy", "send (B, 3)"),
-        ("/v1/reconstruct", {"x": [[0.5] * 64], "raw": True, "y": [0, 1]}, "y", "not conditional"),
-    ],
-)
+BAD_REQUESTS = [
+    ("/v1/sample", {"n": 0}, "n", "greater than or equal to 1"),
+    ("/v1/sample", {"n": MAX_BATCH + 1}, "n", f"less than or equal to {MAX_BATCH}"),
+    ("/v1/sample", {"temperature": 0}, "temperature", "greater than 0"),
+    ("/v1/sample", {"temperature": 1e9}, "temperature", "less than or equal to 100"),
+    ("/v1/sample", {"seed": -1}, "seed", "greater than or equal to 0"),
+    ("/v1/sample", {"n": "four"}, "n", "valid integer"),
+    ("/v1/sample", {"label": 2}, "label", "not conditional"),
+    ("/v1/score", {"x": [[0.5] * 64], "method": "magic"}, "method", "choose one of: elbo, iwae, recon"),
+    ("/v1/score", {"x": [[0.5] * 64], "unit": "hartleys"}, "unit", "choose one of: nats, bits"),
+    ("/v1/score", {"x": [[0.5] * 64], "method": "recon", "unit": "bits"}, "body", "use unit=nats"),
+    ("/v1/score", {"x": [[0.5] * 64], "k": 0}, "k", "greater than or equal to 1"),
+    ("/v1/score", {"x": [[0.5] * 64], "k": 1001}, "k", "less than or equal to 1000"),
+    ("/v1/score", {"x": [[0.5] * 64] * MAX_BATCH, "k": 1000}, "k", "lower k or B"),
+    ("/v1/interpolate", {"z_a": [0, 0, 0], "z_b": [1, 1]}, "z_b", "send (B, 3)"),
+    ("/v1/interpolate", {"z_a": [0, 0, 0], "z_b": [1, 1, 1], "steps": 1}, "steps", "greater than or equal"),
+    ("/v1/interpolate", {"z_a": [0, 0, 0], "z_b": [1, 1, 1], "method": "cubic"}, "method", "linear"),
+    ("/v1/decode", {"z_npy": b64npy(np.zeros((2, 4), np.float32))}, "z_npy", "send (B, 3)"),
+    ("/v1/reconstruct", {"x": [[0.5] * 64], "raw": True, "y": [0, 1]}, "y", "not conditional"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field", "fragment"), BAD_REQUESTS)
 def test_bad_requests_name_the_field(client: Any, path: str, body: dict[str, Any], field: str, fragment: str) -> None:
     assert_field_error(client.post(path, json=body), 422, field, fragment)
 
@@ -317,6 +413,22 @@ def test_transport_level_errors(client: Any) -> None:
 
     assert_field_error(client.post("/v1/encode", content=chunks()), 413, "body", "exceeds the limit")
     assert client.get("/healthz").status_code == 200  # and the server is still there
+
+
+def test_requests_that_are_not_http_get_uvicorns_plain_text_400(server: str, client: Any) -> None:
+    """What the README documents: uvicorn answers a request it cannot parse as HTTP before the app sees it, in plain
+    text (and logs one warning line, no traceback)."""
+    host, port = server.removeprefix("http://").split(":")
+    for request in (b"GARBAGE\r\n\r\n", b"POST /v1/sample HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}"):
+        with socket.create_connection((host, int(port)), timeout=30) as connection:
+            connection.sendall(request)
+            answer = b""
+            while chunk := connection.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 400") and b"content-type: text/plain" in head.lower(), answer
+        assert b"Invalid HTTP request" in body
+    assert client.get("/healthz").status_code == 200
 
 
 def test_no_request_reads_files(client: Any) -> None:
@@ -362,6 +474,47 @@ def test_non_image_models_get_a_clear_page(tiny_model: Callable[..., VAE]) -> No
     assert client.get("/v1/model").json()["image"] is False
     assert np.asarray(client.post("/v1/sample", json={"n": 2}).json()["x"]).shape == (2, 5)
     assert_field_error(client.post("/v1/encode", json={"x": [[0.0] * 5], "raw": True}), 422, "raw", "no preprocessing")
+
+
+@IN_PROCESS
+def test_client_errors_log_no_traceback(model: VAE, caplog: pytest.LogCaptureFixture) -> None:
+    """Only a genuine 500 logs (once, with its traceback); a bad request is the client's problem, not the log's."""
+    from fastapi.testclient import TestClient
+
+    from vaekit.serving.http import create_app
+
+    client = TestClient(create_app(model, Limits(max_batch=MAX_BATCH)))
+    requests: list[tuple[str, Any]] = [("/v1/encode", {"json": body}) for body, _, _ in BAD_ENCODE_BODIES]
+    requests += [("/v1/encode", {"json": {"x_npy": base64.b64encode(raw).decode()}}) for raw in GARBAGE_NPY_FILES]
+    requests += [(path, {"json": body}) for path, body, _, _ in BAD_REQUESTS]
+    json_type = {"content-type": "application/json"}
+    for content in (b"{not json", b"[" * 100_000, b'"' + b"\\" * 11, unknown_keys_body(10_000).encode(), b"[]", b"7"):
+        requests += [("/v1/sample", {"content": content, "headers": json_type})]
+    with caplog.at_level(logging.DEBUG, logger="vaekit"):
+        for path, kwargs in requests:
+            response = client.post(path, **kwargs)
+            assert 400 <= response.status_code < 500, (path, kwargs, response.text[:300])
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert logged == [], [r.getMessage() for r in logged]
+
+
+@IN_PROCESS
+def test_a_bug_is_logged_once_and_answered_500(
+    tiny_model: Callable[..., VAE], caplog: pytest.LogCaptureFixture
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from vaekit.serving.http import create_app
+
+    app = create_app(tiny_model())
+    app.state.service.sample = lambda *args: 1 / 0  # a bug: the one kind of error that logs its traceback
+    client = TestClient(app)  # raises whatever reaches the server, which would log it again
+    with caplog.at_level(logging.DEBUG, logger="vaekit"):
+        response = client.post("/v1/sample", json={"n": 1})
+    assert response.status_code == 500 and response.json() == {"detail": "internal error; see the server log"}
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(logged) == 1 and logged[0].exc_info is not None and logged[0].name == "vaekit.serving.http"
+    assert "POST /v1/sample" in logged[0].getMessage()
 
 
 @IN_PROCESS

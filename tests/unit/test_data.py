@@ -359,6 +359,66 @@ def test_bad_inputs(tmp_path: Path) -> None:
         load_data(DataConfig(source=str(tmp_path / "junk.npy")))
 
 
+def npy_bytes(header: str, version: int = 1, data: bytes = b"") -> bytes:
+    """An .npy file with the given header text, whatever it says (numpy.save would never write most of these)."""
+    size = struct.pack("<H" if version == 1 else "<I", len(header))
+    return b"\x93NUMPY" + bytes([version, 0]) + size + header.encode("latin-1") + data
+
+
+# numpy reads an .npy header by tokenizing and evaluating it as a Python literal: on garbage it raises more than
+# ValueError (tokenize.TokenError, OverflowError, ...), sometimes with a message over several lines.
+MALFORMED_NPY = {
+    "truncated header": b"\x93NUMPY\x01\x00\x04\x00{'de",  # tokenize.TokenError
+    "unclosed bracket": npy_bytes("{'descr': '|u1', 'fortran_order': False, 'shape': (3,\n"),  # TokenError
+    "huge dimension": npy_bytes("{'descr': '|u1', 'fortran_order': False, 'shape': (" + "9" * 40 + ",), }\n"),
+    "oversized header": npy_bytes("{'descr': '|u1', 'fortran_order': False, 'shape': (1,)}" + " " * 20000 + "\n", 2),
+    "not a literal": npy_bytes("{'descr': '|u1', 'fortran_order': False, 'shape': (2**40,)}\n"),
+    "not UTF-8": npy_bytes("{'descr': '\xff', 'fortran_order': False, 'shape': (1,)}\n", 3),
+    "nested": npy_bytes("{'descr': " + "[" * 400 + "]" * 400 + ", 'fortran_order': False, 'shape': (1,)}\n"),
+    "missing data": npy_bytes("{'descr': '|u1', 'fortran_order': False, 'shape': (100, 8, 8), }\n"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_NPY))
+def test_malformed_npy_is_refused_in_one_line(tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from vaekit.cli import main
+
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(MALFORMED_NPY[case])
+    with pytest.raises(DataError, match=r"cannot read '.*bad\.npy'.*numpy\.save"):
+        load_data(DataConfig(source=str(bad)))
+    code = main(["train", "--data", str(bad), "--out", str(tmp_path / "run"), "--epochs", "1", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vaekit: error: cannot read") and "bad.npy" in lines[0], err
+    assert "numpy.save" in lines[0] and len(lines[0]) < 400
+
+
+def test_malformed_npz_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import zipfile
+
+    from vaekit.cli import main
+
+    good = io.BytesIO()
+    np.save(good, np.zeros((8, 4), np.float32))
+    bad = tmp_path / "bad.npz"
+    for broken in ("x.npy", "y.npy", "the archive"):
+        if broken == "the archive":
+            bad.write_bytes(b"PK\x03\x04" + b"\x00" * 40)
+        else:
+            with zipfile.ZipFile(bad, "w") as archive:
+                for member in ("x.npy", "y.npy"):
+                    archive.writestr(member, MALFORMED_NPY["truncated header"] if member == broken else good.getvalue())
+        with pytest.raises(DataError, match=r"cannot read '.*bad\.npz'.*numpy\.savez"):
+            load_data(DataConfig(source=str(bad)))
+        code = main(["train", "--data", str(bad), "--out", str(tmp_path / "run"), "--epochs", "1", "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("vaekit: error: cannot read"), err
+
+
 def test_load_examples_shape_mismatch(tmp_path: Path) -> None:
     pre = load_data(DataConfig(source="digits")).preprocessing
     np.save(tmp_path / "v.npy", np.zeros((3, 13), np.float32))

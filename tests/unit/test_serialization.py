@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,32 @@ def test_nothing_in_the_package_unpickles():
     assert len(files) >= 10
     offenders = [f"{p.name}: {m.group(0)}" for p in files for m in pattern.finditer(p.read_text())]
     assert offenders == []
+
+
+def test_files_and_their_directory_reach_the_disk_before_and_after_the_rename(tmp_path, monkeypatch) -> None:
+    """A power cut cannot leave a renamed but empty file: the data is fsynced before the rename, the directory
+    after it (and a directory's files before it is swapped in)."""
+    events: list[str] = []
+    real_fsync, real_replace, real_rename = os.fsync, os.replace, Path.rename
+
+    def fsync(fd: int) -> None:
+        events.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync-file")
+        real_fsync(fd)
+
+    def replace(src, dst) -> None:
+        events.append("replace")
+        real_replace(src, dst)
+
+    def rename(self, target):
+        events.append("rename")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(Path, "rename", rename)
+    files.atomic_write_text(tmp_path / "a.txt", "data")
+    assert events == ["fsync-file", "replace", "fsync-dir"]
+    events.clear()
+    with files.atomic_dir(tmp_path / "folder") as tmp:
+        (tmp / "x.bin").write_bytes(b"1234")
+    assert events.index("fsync-file") < events.index("rename") < len(events) - 1 and events[-1] == "fsync-dir"

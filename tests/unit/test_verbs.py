@@ -326,3 +326,19 @@ def test_grids_are_captioned(digits_model: VAE, tmp_path: Path) -> None:
             assert width > grid_w and pixels[height - grid_h :, : width - grid_w].min() < 128  # row captions
         if top:
             assert height - grid_h == 30  # title line + a line of column captions
+
+
+def test_embed_writes_csv_without_pandas(model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """The main job's install has no pandas; `vaekit embed --out codes.csv` (its --help's first example) works."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pandas", None)  # import pandas now fails, as without the extra
+    mu, _ = embed(model_dir, "digits", out=tmp_path / "codes.csv")
+    lines = (tmp_path / "codes.csv").read_text().splitlines()
+    assert lines[0].split(",")[:2] == ["mu_0", "mu_1"] and lines[0].endswith(",label") and len(lines) == len(mu) + 1
+    first = lines[1].split(",")
+    np.testing.assert_array_equal(np.array(first[: mu.shape[1]], dtype=np.float32), mu[0])  # exact round trip
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(OutputError, match=r"pip install 'vaekit\[tables\]' \(in a source checkout: pip install -e"):
+        embed(model_dir, "digits", out=tmp_path / "codes.parquet")
+    assert not (tmp_path / "codes.parquet").exists()

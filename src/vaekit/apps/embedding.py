@@ -5,7 +5,7 @@ Output formats, chosen by the suffix of ``out``:
 - ``.npy``: the means ``(N, L)`` in ``out`` and the log-variances ``(N, L)`` in ``<stem>_logvar.npy``
   beside it (plain arrays, nothing pickled; labels are not written).
 - ``.csv`` / ``.parquet``: one row per example, columns ``mu_0 .. mu_{L-1}``, ``logvar_0 .. logvar_{L-1}``
-  and ``label`` when the data has labels (needs ``pip install 'vaekit[tables]'``).
+  and ``label`` when the data has labels (``.parquet`` needs pyarrow: ``pip install 'vaekit[tables]'``).
 
 A conditional model is encoded with each example's label from the data, q(z | x, y); its codes then hold what
 the label does not (style), not the class.
@@ -16,28 +16,18 @@ from __future__ import annotations
 import io
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from vaekit.errors import ConfigError, OutputError
-from vaekit.files import atomic_write_bytes, npy_bytes
+from vaekit.extras import import_optional
+from vaekit.files import atomic_write_bytes, csv_bytes, npy_bytes
 from vaekit.models import LatentVariableModel, as_model
 from vaekit.models.inputs import data_labels, examples_for
 
 logger = logging.getLogger(__name__)
 FORMATS = (".npy", ".csv", ".parquet")
-
-
-def _pandas() -> Any:
-    try:
-        import pandas
-    except ImportError:
-        raise OutputError(
-            "writing .csv or .parquet needs pandas; run pip install 'vaekit[tables]' or write .npy"
-        ) from None
-    return pandas
 
 
 def _write(out: Path, mu: np.ndarray, log_var: np.ndarray, labels: np.ndarray | None) -> None:
@@ -46,20 +36,17 @@ def _write(out: Path, mu: np.ndarray, log_var: np.ndarray, labels: np.ndarray | 
         atomic_write_bytes(out, npy_bytes(mu))
         atomic_write_bytes(out.with_name(f"{out.stem}_logvar.npy"), npy_bytes(log_var))
         return
-    pd = _pandas()
     columns = {f"mu_{i}": mu[:, i] for i in range(mu.shape[1])}
     columns |= {f"logvar_{i}": log_var[:, i] for i in range(log_var.shape[1])}
     if labels is not None:
         columns["label"] = labels
-    frame = pd.DataFrame(columns)
     if suffix == ".csv":
-        atomic_write_bytes(out, frame.to_csv(index=False).encode())
+        atomic_write_bytes(out, csv_bytes(columns))
         return
+    pa = import_optional("pyarrow", "tables", "writing .parquet", OutputError)
+    parquet = import_optional("pyarrow.parquet", "tables", "writing .parquet", OutputError)
     buffer = io.BytesIO()
-    try:
-        frame.to_parquet(buffer, index=False)
-    except ImportError:
-        raise OutputError("writing .parquet needs pyarrow; run pip install 'vaekit[tables]' or write .csv") from None
+    parquet.write_table(pa.table(columns), buffer)
     atomic_write_bytes(out, buffer.getvalue())
 
 

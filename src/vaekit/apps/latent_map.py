@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from vaekit.apps.writers import check_output
 from vaekit.errors import ConfigError
@@ -100,6 +101,7 @@ def plot_latent(
     seed: int = 0,
     batch_size: int = 512,
     out: str | Path = "latent.png",
+    progress: bool = False,
 ) -> np.ndarray:
     """Draw the posterior means of a dataset on a 2-D map coloured by label, as a PNG.
 
@@ -121,6 +123,8 @@ def plot_latent(
         Examples encoded at once.
     out
         The ``.png`` file to write.
+    progress
+        Show a progress bar while encoding.
 
     Returns
     -------
@@ -148,7 +152,7 @@ def plot_latent(
     if max_points is not None and max_points < len(rows):
         rows = np.sort(np.random.default_rng(seed).choice(rows, max_points, replace=False))
     means = []
-    for start in range(0, len(rows), batch_size):
+    for start in tqdm(range(0, len(rows), batch_size), desc="encode", disable=not progress, leave=False, unit="batch"):
         batch = rows[start : start + batch_size]
         means.append(posterior_means(model, examples.batch(batch), data_labels(model, examples, batch)).cpu())
     mu = torch.cat(means).double().numpy()  # (n, L)

@@ -12,6 +12,7 @@ the picture when K <= 16).
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 from vaekit.apps.writers import Layout, check_output, write_examples
 from vaekit.errors import ConfigError
 from vaekit.files import atomic_write_bytes, npy_bytes
+from vaekit.memory import check_fits
 from vaekit.models import LatentVariableModel, as_model
 from vaekit.models.inputs import Labels, decode_labels
 
@@ -73,10 +75,12 @@ def sample(
     """
     if n < 1:
         raise ConfigError(f"n must be at least 1, got {n}; ask for one or more samples")
-    if not temperature > 0:
-        raise ConfigError(f"temperature must be positive, got {temperature}; 1.0 samples the prior itself")
+    if not 0 < temperature < math.inf:
+        raise ConfigError(f"temperature must be a positive finite number, got {temperature}; 1.0 samples the prior")
     model = as_model(model)
     png = check_output(model, out) if out is not None else None
+    check_fits(2.0 * n * (model.num_dims + model.latent_dim) * 4, f"{n:,} samples of {model.num_dims} values",
+               "ask for fewer samples (-n), or draw them in several calls")
     model.eval()
     y = decode_labels(model, label, n)  # (n,) or None
     ncol = max(1, int(np.ceil(np.sqrt(n))))

@@ -45,12 +45,13 @@ from typing import cast
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from vaekit.apps.writers import check_output
 from vaekit.config import Config
 from vaekit.data import ExampleSet, load_data
 from vaekit.errors import ConfigError, DataError, OutputError
-from vaekit.files import atomic_write_bytes, atomic_write_text, npy_bytes
+from vaekit.files import atomic_write_bytes, csv_bytes, npy_bytes
 from vaekit.models import LatentVariableModel, as_model
 from vaekit.models.bounds import bits_per_dim, kl_per_dimension, repeat_batch
 from vaekit.models.inputs import model_data
@@ -144,6 +145,7 @@ def anomaly_scores(
     batch_size: int = 256,
     seed: int = 0,
     relative: bool = False,
+    progress: bool = False,
 ) -> torch.Tensor:
     """Score examples: higher means more anomalous.
 
@@ -167,6 +169,8 @@ def anomaly_scores(
         Seed of the k standard-normal draws shared by every example (see the module docstring).
     relative
         Likelihood scores only: subtract the saturated model's NLL (see the module docstring).
+    progress
+        Show a progress bar over the batches.
 
     Returns
     -------
@@ -196,7 +200,8 @@ def anomaly_scores(
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(k, model.latent_dim, generator=generator).to(model.device, x.dtype)  # (k, L), shared
     scores = []
-    for start in range(0, len(x), batch_size):
+    starts = range(0, len(x), batch_size)
+    for start in tqdm(starts, desc=f"score ({method}, k={k})", disable=not progress, leave=False, unit="batch"):
         xb = x[start : start + batch_size].to(model.device)
         yb = None if y is None else y[start : start + batch_size].to(model.device)
         batch_scores = score_fn(model, xb, noise, yb)
@@ -314,11 +319,7 @@ def _write_scores(result: ScoreResult, out: Path) -> None:
     if out.suffix.lower() == ".npy":
         atomic_write_bytes(out, npy_bytes(records))
         return
-    names = records.dtype.names or ()
-    lines = [",".join(names)]
-    for row in records:
-        lines.append(",".join(repr(float(row[n])) if n == "score" else str(int(row[n])) for n in names))
-    atomic_write_text(out, "\n".join(lines) + "\n")
+    atomic_write_bytes(out, csv_bytes({name: records[name] for name in records.dtype.names or ()}))
 
 
 def plot_score_histogram(result: ScoreResult, path: str | Path, *, bins: int = 50) -> Path:
@@ -394,6 +395,7 @@ def score(
     batch_size: int = 256,
     seed: int = 0,
     relative: bool = False,
+    progress: bool = False,
 ) -> ScoreResult:
     """Score every example of a dataset (higher = more anomalous) and, with a threshold, decide 0/1.
 
@@ -403,8 +405,8 @@ def score(
         A model, or the path of a model or run directory.
     data
         A built-in dataset (its test split) or a path; default the model's own source.
-    method, k, unit, batch_size, seed, relative
-        As :func:`anomaly_scores`.
+    method, k, unit, batch_size, seed, relative, progress
+        As :func:`anomaly_scores` (with a threshold from ``fpr``, the calibration data is scored too).
     data_dir
         Folder of the IDX files of ``mnist`` / ``fashion-mnist``.
     out
@@ -459,7 +461,8 @@ def score(
     def scores_of(x: torch.Tensor, y: torch.Tensor | None) -> np.ndarray:
         y = y if model.num_classes else None  # only a conditional model reads labels
         scores = anomaly_scores(
-            model, x, method, k=k, unit=unit, y=y, batch_size=batch_size, seed=seed, relative=relative
+            model, x, method, k=k, unit=unit, y=y, batch_size=batch_size, seed=seed, relative=relative,
+            progress=progress,
         )
         return scores.double().numpy()
 

@@ -15,6 +15,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         args.model, args.data, method=args.method, k=args.k, unit=args.unit, data_dir=args.data_dir,
         out=args.out, threshold=args.threshold, fpr=args.fpr, contamination=args.contamination,
         calibrate=args.calibrate, histogram=args.histogram, seed=args.seed, relative=args.relative,
+        progress=not args.quiet,
     )
     print(f"scored {len(result.scores)} examples of {result.source}: {result.score_name}")
     if result.threshold is not None:
@@ -31,7 +32,7 @@ def _cmd_plot_latent(args: argparse.Namespace) -> int:
 
     points = plot_latent(
         args.model, args.data, data_dir=args.data_dir, projection=args.projection, max_points=args.max_points,
-        seed=args.seed, out=args.out,
+        seed=args.seed, out=args.out, progress=not args.quiet,
     )
     print(f"wrote a map of {len(points)} examples (projection {args.projection}) to {args.out}")
     return 0
@@ -42,7 +43,7 @@ def _cmd_probe(args: argparse.Namespace) -> int:
 
     report = probe(
         args.model, args.data, data_dir=args.data_dir, k_neighbors=args.neighbors,
-        test_fraction=args.test_fraction, seed=args.seed,
+        test_fraction=args.test_fraction, seed=args.seed, progress=not args.quiet,
     )
     print(report.format_table())
     if args.json:
@@ -85,7 +86,7 @@ def _register_score(commands: Commands) -> None:
     p.add_argument("--out", metavar="FILE", help="FILE.csv or FILE.npy: index, label, score, decision")
     p.add_argument("--histogram", metavar="FILE.png", help="histogram of the scores, normal vs flagged")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the posterior samples (default 0)")
-    p.add_argument("--quiet", action="store_true", help="no log lines")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
 
 
 
@@ -104,7 +105,7 @@ def _register_latents(commands: Commands) -> None:
     p.add_argument("--max-points", type=int, metavar="N", help="plot a random N of the examples (default all)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of --max-points (default 0)")
     p.add_argument("--out", default="latent.png", metavar="FILE.png", help="default latent.png")
-    p.add_argument("--quiet", action="store_true", help="no log lines")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
 
     p = commands.model_command(
         "probe",
@@ -120,4 +121,4 @@ def _register_latents(commands: Commands) -> None:
                    help="test share of data without its own test split (default 0.2)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the split (default 0)")
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
-    p.add_argument("--quiet", action="store_true", help="no log lines")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")

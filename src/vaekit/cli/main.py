@@ -26,6 +26,8 @@ from vaekit.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, FORMATTER, Commands,
 from vaekit.errors import VaeKitError
 
 COMMAND_MODULES = (train, models, apps, compress, serve)  # each has register(commands); add a new module here
+THREADED_COMMANDS = {"evaluate", "sample", "reconstruct", "interpolate", "traverse", "embed", "score", "plot-latent",
+                     "probe", "export"}  # torch threads by the machine's load (vaekit.threads)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="%(message)s")
     logging.getLogger("vaekit").setLevel(logging.WARNING if quiet else logging.INFO)
     try:
+        if args.command in THREADED_COMMANDS:  # train chooses its own; serve sets threads per request
+            from vaekit import threads
+
+            threads.for_work()
         return int(args.handler(args))
     except VaeKitError as exc:
         message = " ".join(str(exc).split())  # always one line

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vaekit.cli.common import Commands, add_data_args, add_label_arg, int_list, write_json_report
+from vaekit.cli.common import Commands, add_data_args, add_label_arg, add_quiet_arg, int_list, write_json_report
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -151,6 +151,7 @@ def _register_generators(commands: Commands) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the draw (default 0)")
     add_label_arg(p, "the class to generate (default: each class in turn)")
     p.add_argument("--out", default="samples.png", metavar="FILE.png", help="default samples.png")
+    add_quiet_arg(p, "no log lines")
 
     p = commands.model_command(
         "interpolate",
@@ -168,6 +169,7 @@ def _register_generators(commands: Commands) -> None:
                    help="path between the codes: linear (default) or spherical (the great circle)")
     add_label_arg(p, "the class every step is drawn as (default: the label of example --a)")
     p.add_argument("--out", default="interpolation.png", metavar="FILE.png", help="default interpolation.png")
+    add_quiet_arg(p, "no log lines")
 
     p = commands.model_command(
         "traverse",
@@ -191,6 +193,7 @@ def _register_generators(commands: Commands) -> None:
     p.add_argument("--steps", type=int, default=9, help="values per dimension (default 9)")
     add_label_arg(p, "the class the grid is drawn as (default: the starting example's label)")
     p.add_argument("--out", default="traversal.png", metavar="FILE.png", help="default traversal.png")
+    add_quiet_arg(p, "no log lines")
 
 
 
@@ -206,6 +209,7 @@ def _register_encoders(commands: Commands) -> None:
     p.add_argument(
         "--out", default="reconstructions.png", metavar="FILE.png", help="default reconstructions.png"
     )
+    add_quiet_arg(p, "no log lines")
 
     p = commands.model_command(
         "embed",
@@ -216,3 +220,4 @@ def _register_encoders(commands: Commands) -> None:
     )
     add_data_args(p)
     p.add_argument("--out", required=True, metavar="FILE", help="FILE.npy, FILE.csv or FILE.parquet")
+    add_quiet_arg(p, "no log lines")

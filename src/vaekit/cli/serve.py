@@ -50,6 +50,7 @@ def register(commands: Commands) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (new, empty or an earlier export)")
     p.add_argument("--format", default="onnx", metavar="NAME", help="export format: onnx (the default)")
     p.add_argument("--no-check", action="store_true", help="skip the onnxruntime-vs-PyTorch comparison")
+    p.add_argument("--quiet", action="store_true", help="no log lines")
 
     p = commands.model_command(
         "serve",

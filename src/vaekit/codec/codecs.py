@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from vaekit.errors import VaeKitError
+from vaekit.extras import import_optional
 
 MAX_PRECISION = 24  # constriction's AnsCoder: 32-bit words, 64-bit state, probabilities in units of 2^-24
 
@@ -49,13 +50,7 @@ class CodecError(VaeKitError, RuntimeError):
 
 
 def _constriction() -> Any:
-    try:
-        import constriction
-    except ImportError:
-        raise CodecError(
-            "lossless compression needs the constriction package: pip install 'vaekit[compress]'"
-        ) from None
-    return constriction
+    return import_optional("constriction", "compress", "lossless compression", CodecError)
 
 
 def ans_coder(words: np.ndarray | None = None) -> Any:

@@ -3,11 +3,11 @@
 ::
 
     INPUT ──read──> array (N, *shape), any dtype ──check──> symbols (N, D) ──chunks of C examples──┐
-      sha256 of the original bytes ──> header                                                      ▼
+      sha256 of dtype, shape and the original bytes ──> header                                     ▼
                                          BitsBackModel.prepare() ──> encode_chunk (BB-ANS) ──> .vkz chunk + CRC
 
     .vkz ──header: magic, version, model fingerprint──> decode_chunk ──> symbols ──> original bytes
-                                  CRC per chunk, SHA-256 of the whole ──> OUTPUT (.npy or IDX), atomically
+                  CRC per chunk, SHA-256 of dtype, shape and bytes ──> OUTPUT (.npy or IDX), atomically
 
 The net code length of an example is its negative ELBO (Townsend, Bird and Barber 2019, arXiv:1901.04866),
 so every compress run reports the actual bits/dim next to the model's negative ELBO in bits/dim on the same
@@ -17,8 +17,9 @@ chunk's first pop reads (about ``latent_dim * latent_bits`` bits per chunk), the
 and framing, about 40 bytes per chunk plus the JSON header).
 
 The output of ``decompress`` is the original array: same dtype (byte order included), same shape, same
-bytes. A folder of images is compressed as the uint8 array vaekit reads from it, (N, C, H, W) after
-resizing to the model's image size; decompress gives that array back.
+bytes; the header's SHA-256 covers all three (:func:`vaekit.codec.container.sha256_prefix`; in files of format
+1, written by vaekit 0.1.0, the bytes only). A folder of images is compressed as the uint8 array vaekit reads
+from it, (N, C, H, W) after resizing to the model's image size; decompress gives that array back.
 
 Every failure is a :class:`vaekit.errors.VaeKitError` with one line that names the problem; no output file
 is left behind (it is written to a temporary file and renamed only when everything checked out).
@@ -57,13 +58,14 @@ from vaekit.codec.container import (
     Header,
     read_chunk,
     read_header,
+    sha256_prefix,
     write_chunk,
     write_header,
 )
 from vaekit.data import DATASETS, read_idx
 from vaekit.data.arrays import array_shape
 from vaekit.data.builtin import read_builtin
-from vaekit.data.readers import READERS, ReadOptions
+from vaekit.data.readers import READERS, ReadOptions, numpy_file_errors
 from vaekit.errors import ConfigError, DataError, OutputError
 from vaekit.files import atomic_open
 from vaekit.models import LatentVariableModel, as_model
@@ -162,15 +164,12 @@ class DecompressReport:
 
 # -- input ------------------------------------------------------------------------------------------------------
 def _read_npz(path: Path) -> np.ndarray:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            names = list(archive.files)
-            key = next((k for k in ("x", "X", "data") if k in names), names[0] if len(names) == 1 else None)
-            if key is None:
-                raise DataError(f"{str(path)!r} holds arrays {sorted(names)}; store the data under 'x'")
-            return archive[key]
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"cannot read {str(path)!r} as .npz ({exc}); save it with numpy.savez") from None
+    with numpy_file_errors(path, "numpy.savez"), np.load(path, allow_pickle=False) as archive:
+        names = list(archive.files)
+        key = next((k for k in ("x", "X", "data") if k in names), names[0] if len(names) == 1 else None)
+        if key is None:
+            raise DataError(f"{str(path)!r} holds arrays {sorted(names)}; store the data under 'x'")
+        return archive[key]
 
 
 def read_array(
@@ -206,10 +205,8 @@ def read_array(
     if name.endswith(_IDX_SUFFIXES):
         return read_idx(path), source
     if name.endswith(".npy"):
-        try:
+        with numpy_file_errors(path, "numpy.save"):
             return np.load(path, mmap_mode="r", allow_pickle=False), source
-        except (ValueError, OSError, EOFError) as exc:
-            raise DataError(f"cannot read {source!r} as .npy ({exc}); save it with numpy.save") from None
     if name.endswith(".npz"):
         return _read_npz(path), source
     raise DataError(f"cannot compress {source!r}; pass {SUPPORTED_INPUTS}")
@@ -369,14 +366,15 @@ def compress(
     size = chunk_size or max(1, CHUNK_VALUES // model.num_dims)
     bounds = [(b, min(b + size, n)) for b in range(0, n, size)]
 
-    digest = hashlib.sha256()
+    shape = tuple(int(d) for d in array.shape)
+    digest = hashlib.sha256(sha256_prefix(array.dtype.str, shape))
     for begin, end in bounds:  # pass 1: every value checked, and the checksum, before any coding
         raw = np.ascontiguousarray(array[begin:end])
         _to_symbols(raw, channels_last, coder.coding, model.data_shape, begin)
         digest.update(raw.tobytes())
     header = Header(
         model_fingerprint=coder.fingerprint, likelihood=model.config.likelihood, dtype=array.dtype.str,
-        shape=tuple(int(d) for d in array.shape), channels_last=channels_last, chunk_size=size,
+        shape=shape, channels_last=channels_last, chunk_size=size,
         num_chunks=len(bounds), sha256=digest.hexdigest(), coding=coder.config.to_dict(),
         vaekit_version=__version__,
     )
@@ -504,7 +502,7 @@ def decompress(
         dtype = np.dtype(header.dtype)
         if _example_layout(header.shape[1:]) != (model.data_shape, header.channels_last):
             raise CompressedFileError("the file's data shape does not fit its model; the compressed file is corrupted")
-        digest = hashlib.sha256()
+        digest = hashlib.sha256(sha256_prefix(header.dtype, header.shape, header.version))
         parts: list[bytes] = []
         with _atomic_stream(target) as sink, _progress(header.count, "decompress", progress) as bar:
             _write_array_header(sink, target, dtype, header.shape)
@@ -526,7 +524,7 @@ def decompress(
                 raise CompressedFileError("the file has bytes after its last chunk; the compressed file is damaged")
             if digest.hexdigest() != header.sha256:
                 raise CompressedFileError(
-                    "the decompressed data fails the file's SHA-256; the compressed file is damaged"
+                    "the decompressed array fails the file's SHA-256; the compressed file is damaged or was edited"
                 )
     seconds = time.perf_counter() - start
     array = None

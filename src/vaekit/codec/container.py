@@ -4,7 +4,7 @@
 
     offset  size  field
     0       8     magic  89 56 4B 5A 0D 0A 1A 0A  ("\\x89VKZ\\r\\n\\x1a\\n": catches text-mode and 7-bit damage)
-    8       2     format version, uint16 little-endian (this vaekit writes and reads 1)
+    8       2     format version, uint16 little-endian (this vaekit writes 2, reads 1 and 2)
     10      4     header length H, uint32 LE
     14      H     header: UTF-8 JSON object (see :class:`Header`)
     14+H    4     CRC-32 of bytes 0 .. 14+H
@@ -16,16 +16,32 @@
     and nothing after the last chunk.
 
 The header names the model (SHA-256 fingerprint of its config and weights), the data (dtype, shape, example
-count, SHA-256 of the original bytes in C order) and the coding parameters. Each chunk carries the CRC-32 of
-its original bytes too, so a wrong decode is caught chunk by chunk and the whole is checked at the end.
-Every length is checked against what is left of the file before anything is allocated, so a damaged file is
-rejected with :class:`CompressedFileError` and never makes the reader crash, hang or allocate wildly.
+count, SHA-256 of the array) and the coding parameters. Each chunk carries the CRC-32 of its original bytes
+too, so a wrong decode is caught chunk by chunk and the whole is checked at the end.
+
+What the SHA-256 covers (:func:`sha256_prefix`) depends on the format version:
+
+- format 2 (this vaekit writes it): a canonical description of the array, ``vkz-array dtype=<dtype.str>
+  shape=<d0,d1,...>`` and a newline, then the array's bytes in C order. The dtype (byte order included) and the
+  shape are bound to the bytes, so a header whose dtype or shape was changed, with every CRC recomputed, fails
+  the final check instead of giving the same bytes back as another array.
+- format 1 (vaekit 0.1.0): the array's bytes in C order only. Such files are still read, and decode to the
+  bytes they were written from; but their hash cannot tell a header with another dtype or shape over the
+  same bytes from the original one (the CRCs still catch accidental damage of the header).
+
+The CRCs catch damage; the SHA-256 is the only check that a forger (a buggy writer, an attacker) who recomputes
+every CRC cannot meet without the original data. A header longer than :data:`MAX_HEADER_BYTES` (a real one is
+about 450 bytes) or whose JSON nests deeper than :data:`MAX_HEADER_DEPTH` levels (a real one: 2) is refused
+before it is parsed. Every length is checked against what is left of the file before anything is allocated, so
+a damaged file is rejected with :class:`CompressedFileError` and never makes the reader crash, hang or allocate
+wildly.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import struct
 import zlib
 from dataclasses import asdict, dataclass
@@ -37,13 +53,15 @@ from vaekit.codec.bitsback import CodingConfig, EncodedChunk
 from vaekit.errors import DataError
 
 MAGIC = b"\x89VKZ\r\n\x1a\n"
-FORMAT_VERSION = 1
-MAX_HEADER_BYTES = 1 << 20
+FORMAT_VERSION = 2  # written; every version from 1 up is read
+MAX_HEADER_BYTES = 1 << 16
+MAX_HEADER_DEPTH = 8  # JSON nesting of arrays and objects; a real header nests 2 deep (shape, coding)
 MAX_INITIAL_WORDS = 1 << 20
 MAX_CHUNK_SYMBOLS = 1 << 30  # values per chunk: bounds what a decoder allocates, whatever a file claims
 _U32 = struct.Struct("<I")
 _PREAMBLE = struct.Struct("<8sHI")  # magic, version, header length
 _CHUNK_FIELDS = struct.Struct("<5I")  # count, initial, prefix, schedule length, data crc
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 class CompressedFileError(DataError):
@@ -71,11 +89,14 @@ class Header:
     num_chunks
         Number of chunks.
     sha256
-        SHA-256 (hex) of the original array's bytes in C order.
+        SHA-256 (hex) of :func:`sha256_prefix` (format 2 on: the canonical dtype and shape) and then the original
+        array's bytes in C order.
     coding
         The :class:`CodingConfig` as a dict.
     vaekit_version
         The vaekit that wrote the file (informational).
+    version
+        The container format version: the preamble's, not part of the JSON.
     """
 
     model_fingerprint: str
@@ -88,6 +109,7 @@ class Header:
     sha256: str
     coding: dict[str, int]
     vaekit_version: str = ""
+    version: int = FORMAT_VERSION
 
     @property
     def count(self) -> int:
@@ -96,13 +118,21 @@ class Header:
 
     def to_bytes(self) -> bytes:
         data = {**asdict(self), "shape": list(self.shape)}
+        del data["version"]
         return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> Header:
-        try:
+    def from_bytes(cls, raw: bytes, version: int = FORMAT_VERSION) -> Header:
+        """Parse and check a header read from a file in container format ``version``."""
+        depth = _nesting_depth(raw)
+        if depth > MAX_HEADER_DEPTH:
+            raise CompressedFileError(
+                f"the file's header nests {depth} levels deep (a vaekit header nests at most {MAX_HEADER_DEPTH}); "
+                "the compressed file is corrupted"
+            )
+        try:  # ValueError: besides bad JSON and UTF-8, an integer of more digits than Python converts
             data = json.loads(raw.decode())
-        except (UnicodeDecodeError, json.JSONDecodeError):
+        except ValueError:
             raise CompressedFileError("the file's header is not valid JSON; the compressed file is corrupted") from None
         types = {
             "model_fingerprint": str, "likelihood": str, "dtype": str, "shape": list, "channels_last": bool,
@@ -113,12 +143,17 @@ class Header:
         for key, kind in types.items():
             if type(data[key]) is not kind:
                 raise CompressedFileError(f"the file's header field {key!r} is malformed; the file is corrupted")
+        for key in ("model_fingerprint", "sha256"):
+            if not _SHA256_HEX.fullmatch(data[key]):
+                raise CompressedFileError(
+                    f"the file's header field {key!r} is not 64 lowercase hex digits; the file is corrupted"
+                )
         shape = data["shape"]
         if not shape or not all(type(d) is int and d >= 0 for d in shape):
             raise CompressedFileError("the file's header has an invalid shape; the compressed file is corrupted")
         try:
             dtype = np.dtype(data["dtype"])
-        except TypeError:
+        except (TypeError, ValueError):  # ValueError: impossible sizes, strings that are not UTF-8
             raise CompressedFileError(f"the file's header names an unknown dtype {data['dtype']!r}") from None
         if dtype.kind not in "biuf" or dtype.str != data["dtype"]:
             raise CompressedFileError(f"the file's header names an unsupported dtype {data['dtype']!r}")
@@ -129,11 +164,47 @@ class Header:
         ):
             raise CompressedFileError("the file's header has an invalid chunk layout; the compressed file is corrupted")
         CodingConfig.from_dict(data["coding"])
-        return cls(**{**data, "shape": tuple(shape)})
+        return cls(**{**data, "shape": tuple(shape)}, version=version)
+
+
+def _nesting_depth(raw: bytes) -> int:
+    """How deep arrays and objects nest in JSON text, strings skipped: a linear scan, no parsing, no recursion."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == ord("\\"):
+                escaped = True
+            elif byte == ord('"'):
+                in_string = False
+        elif byte == ord('"'):
+            in_string = True
+        elif byte in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in b"]}":
+            depth -= 1
+    return deepest
+
+
+def sha256_prefix(dtype: str, shape: tuple[int, ...], version: int = FORMAT_VERSION) -> bytes:
+    """What a header's ``sha256`` covers before the array's bytes (C order), in container format ``version``.
+
+    Format 2 on: the canonical description ``vkz-array dtype=<dtype.str> shape=<d0,d1,...>`` and a newline, so
+    the hash binds the dtype (byte order included) and the shape to the bytes. Format 1: nothing.
+    """
+    if version < 2:
+        return b""
+    return f"vkz-array dtype={np.dtype(dtype).str} shape={','.join(str(int(d)) for d in shape)}\n".encode()
 
 
 def write_header(stream: BinaryIO, header: Header) -> int:
-    """Write the magic, version, header and its CRC; return the bytes written."""
+    """Write the magic, version, header and its CRC; return the bytes written.
+
+    Always in format :data:`FORMAT_VERSION`: the header's ``sha256`` must cover :func:`sha256_prefix` of it.
+    """
     body = header.to_bytes()
     head = _PREAMBLE.pack(MAGIC, FORMAT_VERSION, len(body)) + body
     stream.write(head + _U32.pack(zlib.crc32(head)))
@@ -166,17 +237,23 @@ def read_header(stream: BinaryIO, file_size: int) -> Header:
     _, version, length = _PREAMBLE.unpack(preamble)
     if version > FORMAT_VERSION:
         raise CompressedFileError(
-            f"the file is in compressed format {version}; this vaekit reads format {FORMAT_VERSION}: upgrade vaekit"
+            f"the file is in compressed format {version}; this vaekit reads formats 1 to {FORMAT_VERSION}: "
+            "upgrade vaekit"
         )
     if version < 1:
         raise CompressedFileError(f"the file declares format version {version}, which never existed; it is corrupted")
-    if length > min(MAX_HEADER_BYTES, file_size):
+    if length > MAX_HEADER_BYTES:
+        raise CompressedFileError(
+            f"the file's header is {length} bytes long, more than the {MAX_HEADER_BYTES} a vaekit header may have; "
+            "the compressed file is corrupted"
+        )
+    if length > file_size:
         raise CompressedFileError(f"the file's header length {length} is impossible; the compressed file is corrupted")
     body = _read_exact(stream, length, "the header")
     (crc,) = _U32.unpack(_read_exact(stream, 4, "the header checksum"))
     if zlib.crc32(preamble + body) != crc:
         raise CompressedFileError("the file's header fails its checksum; the compressed file is corrupted")
-    return Header.from_bytes(body)
+    return Header.from_bytes(body, version)
 
 
 @dataclass(frozen=True)

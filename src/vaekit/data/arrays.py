@@ -23,6 +23,8 @@ from vaekit.errors import DataError
 logger = logging.getLogger(__name__)
 
 CHUNK_BYTES = 64 << 20  # arrays are scanned and standardized this many bytes at a time
+LARGE_VALUE = 1e12  # warn above this magnitude (float32 keeps about 7 digits)
+FEW_EXAMPLES = 50  # warn when the training split is smaller
 
 
 @dataclass
@@ -131,5 +133,15 @@ def fit_standardization(x: np.ndarray, rows: np.ndarray, scale: float) -> tuple[
         total_sq += (chunk**2).sum(0)
     mean = total / len(rows)
     std = np.sqrt(np.maximum(total_sq / len(rows) - mean**2, 0.0))
-    std[std < 1e-8] = 1.0  # constant features: leave them centred, not divided by zero
+    constant = std < 1e-8
+    std[constant] = 1.0  # constant features: leave them centred, not divided by zero
+    if constant.any():
+        which = np.flatnonzero(constant)
+        listed = ", ".join(map(str, which[:10].tolist())) + (" ..." if len(which) > 10 else "")
+        logger.warning("%d of %d features are constant on the training split (%s): they carry no information; "
+                       "they are kept, centred at 0", len(which), features, listed)
+    largest = float(np.abs(mean).max(initial=0.0) + std.max(initial=0.0))
+    if largest > LARGE_VALUE:
+        logger.warning("the data holds values around %.3g: standardized they train, but float32 arithmetic on such "
+                       "values loses precision; check for a unit error or an outlier", largest)
     return tuple(mean.tolist()), tuple(std.tolist())

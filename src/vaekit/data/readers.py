@@ -21,6 +21,11 @@ A new file type registers a :class:`Reader` in :data:`READERS`; :func:`read_path
 from __future__ import annotations
 
 import logging
+import tokenize
+import zipfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -28,7 +33,8 @@ from typing import Protocol
 import numpy as np
 
 from vaekit.data.arrays import RawData, array_source, as_labels, scan_values
-from vaekit.errors import ConfigError, DataError
+from vaekit.errors import ConfigError, DataError, VaeKitError
+from vaekit.extras import import_optional, install_hint
 from vaekit.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -85,20 +91,48 @@ class _SuffixReader:
         return self.function(path, options)  # type: ignore[operator, no-any-return]
 
 
-def _read_npy(path: Path, options: ReadOptions) -> RawData:
+# What numpy raises on a damaged or forged .npy/.npz file. It reads an .npy header by tokenizing and evaluating
+# it as a Python literal, so garbage there raises ValueError, SyntaxError, tokenize.TokenError, TypeError or
+# OverflowError (a huge dimension); an absurd shape, MemoryError; an .npz is a zip archive (BadZipFile, zlib.error,
+# RuntimeError: an encrypted member, or NotImplementedError, an unknown compression, which derives from it).
+NUMPY_FILE_ERRORS: tuple[type[Exception], ...] = (
+    OSError, EOFError, ValueError, TypeError, SyntaxError, OverflowError, MemoryError, RuntimeError,
+    tokenize.TokenError, zipfile.BadZipFile, zlib.error,
+)
+_REASON_CHARS = 160  # numpy quotes the whole header (up to 10,000 characters) in some of its messages
+
+
+@contextmanager
+def numpy_file_errors(path: Path, writer: str) -> Iterator[None]:
+    """Turn what numpy raises while reading ``path`` into one :class:`DataError` line that names the file, the
+    reason (shortened) and the fix: write the file with ``writer`` (``numpy.save``, ``numpy.savez``).
+
+    vaekit's own errors raised inside pass through unchanged.
+    """
     try:
+        yield
+    except VaeKitError:
+        raise
+    except NUMPY_FILE_ERRORS as exc:
+        detail = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
+        reason = " ".join(f"{type(exc).__name__}: {detail}".split())
+        if len(reason) > _REASON_CHARS:
+            reason = reason[: _REASON_CHARS - 3] + "..."
+        raise DataError(
+            f"cannot read {str(path)!r} ({reason}); it is damaged or not an {path.suffix} file: write it with "
+            f"{writer}"
+        ) from None
+
+
+def _read_npy(path: Path, options: ReadOptions) -> RawData:
+    with numpy_file_errors(path, "numpy.save"):
         x = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"cannot read {str(path)!r} as .npy ({exc}); save it with numpy.save") from None
     return array_source(x, None, str(path))
 
 
 def _read_npz(path: Path, options: ReadOptions) -> RawData:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (ValueError, OSError, EOFError) as exc:
-        raise DataError(f"cannot read {str(path)!r} as .npz ({exc}); save it with numpy.savez") from None
+    with numpy_file_errors(path, "numpy.savez"), np.load(path, allow_pickle=False) as archive:
+        arrays = {k: archive[k] for k in archive.files}
     x_key = next((k for k in ("x", "X", "data") if k in arrays), None)
     if x_key is None and len(arrays) == 1:
         x_key = next(iter(arrays))
@@ -114,17 +148,14 @@ def _read_npz(path: Path, options: ReadOptions) -> RawData:
 
 def _read_table(path: Path, options: ReadOptions) -> RawData:
     columns, label_column = options.columns, options.label_column
-    try:
-        import pandas as pd
-    except ImportError:
-        raise DataError("reading tables needs pandas: pip install 'vaekit[tables]'") from None
+    pd = import_optional("pandas", "tables", "reading tables", DataError)
     try:
         if path.suffix.lower() == ".csv":
             table = pd.read_csv(path)
         else:
             table = pd.read_parquet(path)
     except ImportError:
-        raise DataError("reading Parquet files needs pyarrow: pip install 'vaekit[tables]'") from None
+        raise DataError(f"reading Parquet files needs the pyarrow package: {install_hint('tables')}") from None
     except Exception as exc:  # pandas raises many parser-specific types
         raise DataError(f"cannot read table {str(path)!r}: {exc}") from None
     names = [str(c) for c in table.columns]

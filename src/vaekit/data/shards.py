@@ -52,8 +52,10 @@ from vaekit.config import DataConfig
 from vaekit.data.arrays import array_shape, scan_values
 from vaekit.data.examples import DataBundle, ExampleSet
 from vaekit.data.preprocessing import Preprocessing, uniform_hash
+from vaekit.data.readers import numpy_file_errors
 from vaekit.data.sources import SOURCES
 from vaekit.errors import DataError
+from vaekit.extras import import_optional
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +92,7 @@ class _NpyShard:
     """One ``.npy`` file read with plain file reads (never memory-mapped, never unpickled)."""
 
     def __init__(self, path: Path) -> None:
-        try:
+        with numpy_file_errors(path, "numpy.save"):
             with path.open("rb") as handle:
                 version = np.lib.format.read_magic(handle)
                 if version == (1, 0):
@@ -100,8 +102,6 @@ class _NpyShard:
                 else:
                     raise ValueError(f"unsupported .npy format version {version}")
                 self.offset = handle.tell()
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read shard {str(path)!r} as .npy ({exc}); save it with numpy.save") from None
         where = str(path)
         if len(shape) < 2:
             raise DataError(f"{where} has shape {shape}; expected (N, ...) with one example per row")
@@ -229,11 +229,7 @@ class _ParquetShard:
 
 
 def _pyarrow_parquet() -> Any:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError("reading Parquet shards needs pyarrow: pip install 'vaekit[tables]'") from None
-    return pq
+    return import_optional("pyarrow.parquet", "tables", "reading Parquet shards", DataError)
 
 
 _Shard = _NpyShard | _ParquetShard

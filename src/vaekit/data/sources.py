@@ -32,7 +32,7 @@ import numpy as np
 
 from vaekit.config import DataConfig
 from vaekit.data import builtin
-from vaekit.data.arrays import RawData, array_source, as_labels, fit_standardization
+from vaekit.data.arrays import FEW_EXAMPLES, RawData, array_source, as_labels, fit_standardization
 from vaekit.data.examples import DataBundle, ExampleSet
 from vaekit.data.preprocessing import Preprocessing
 from vaekit.data.readers import ReadOptions, read_path, supported
@@ -194,6 +194,9 @@ def split(raw: RawData, test: RawData | None, cfg: DataConfig) -> DataBundle:
         )
     order = np.random.default_rng(cfg.seed).permutation(n)
     val_rows, train_rows = np.sort(order[:n_val]), np.sort(order[n_val:])  # sorted: sequential memmap reads
+    if len(train_rows) < FEW_EXAMPLES:
+        logger.warning("%s has %d training examples (%d held out for validation): too few for a VAE to learn much; "
+                       "the numbers it reports will mean little", raw.source, len(train_rows), n_val)
 
     mean = std = None
     if raw.kind == "real" and cfg.standardize:

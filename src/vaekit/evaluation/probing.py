@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from vaekit.errors import ConfigError, DataError
 from vaekit.models import LatentVariableModel, as_model
@@ -101,10 +102,13 @@ def _splits(
     return examples.subset(np.sort(fit_rows)), examples.subset(np.sort(test_rows)), how
 
 
-def _inputs_and_codes(model: LatentVariableModel, examples: Any, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _inputs_and_codes(
+    model: LatentVariableModel, examples: Any, batch_size: int, progress: bool, what: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Flattened model inputs (n, D) and posterior means (n, L), both float64."""
     inputs, codes = [], []
-    for start in range(0, len(examples), batch_size):
+    starts = range(0, len(examples), batch_size)
+    for start in tqdm(starts, desc=f"encode {what}", disable=not progress, leave=False, unit="batch"):
         x = examples.batch(np.arange(start, min(start + batch_size, len(examples))))
         inputs.append(x.reshape(len(x), -1).numpy())
         codes.append(posterior_means(model, x).cpu())
@@ -135,6 +139,7 @@ def probe(
     test_fraction: float = 0.2,
     seed: int = 0,
     batch_size: int = 512,
+    progress: bool = False,
 ) -> ProbeReport:
     """Linear-probe and k-NN test accuracy of the latent codes, next to PCA with the same number of dimensions.
 
@@ -154,6 +159,8 @@ def probe(
         Seed of that split and of the randomized PCA.
     batch_size
         Examples encoded at once.
+    progress
+        Show a progress bar while encoding.
 
     Returns
     -------
@@ -192,8 +199,8 @@ def probe(
             f"{len(fit_set)} fit examples of {len(np.unique(fit_set.labels))} classes are too few for the probes; "
             f"give more than k_neighbors={k_neighbors} examples of at least 2 classes"
         )
-    x_fit, z_fit = _inputs_and_codes(model, fit_set, batch_size)
-    x_test, z_test = _inputs_and_codes(model, test_set, batch_size)
+    x_fit, z_fit = _inputs_and_codes(model, fit_set, batch_size, progress, "the fit split")
+    x_test, z_test = _inputs_and_codes(model, test_set, batch_size, progress, "the test split")
     dims = model.latent_dim
     if dims > min(x_fit.shape):
         raise DataError(

@@ -181,8 +181,8 @@ class LatentVariableModel(nn.Module):
         ``mean=False``). ``y``: for a conditional model, one label for all (int) or (n,) labels. (n, *data_shape)."""
         if n < 1:
             raise ConfigError(f"n must be at least 1, got {n}")
-        if not temperature > 0:
-            raise ConfigError(f"temperature must be positive, got {temperature}")
+        if not 0 < temperature < math.inf:
+            raise ConfigError(f"temperature must be a positive finite number, got {temperature}")
         if y is not None and self.conditioning is None:
             raise ConfigError("this model is not conditional; sample without a label (or train with model.num_classes)")
         if isinstance(y, int):

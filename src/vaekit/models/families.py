@@ -16,7 +16,11 @@ the ``auto`` choice, which is what they were. A new family subclasses
 
 from __future__ import annotations
 
+import torch
+
 from vaekit.config import ModelConfig
+from vaekit.errors import ConfigError
+from vaekit.memory import check_fits
 from vaekit.models.contract import LatentVariableModel
 from vaekit.models.likelihoods import LIKELIHOODS
 from vaekit.models.priors import PRIORS
@@ -43,13 +47,29 @@ def check_names(config: ModelConfig) -> None:
         registry.get(value)
 
 
+def count_parameters(config: ModelConfig, data_shape: tuple[int, ...]) -> int:
+    """The number of weights (parameters and buffers) the model would have, counted without allocating them (the
+    model is built on torch's ``meta`` device)."""
+    check_names(config)
+    with torch.device("meta"):
+        model = FAMILIES.get(family_name(config))(config, tuple(int(d) for d in data_shape))  # type: ignore[call-arg]
+    return sum(t.numel() for t in (*model.parameters(), *model.buffers()))
+
+
 def build_model(config: ModelConfig, data_shape: tuple[int, ...]) -> LatentVariableModel:
     """The model a config describes, for examples of shape ``data_shape``.
 
     Raises
     ------
     ConfigError
-        An unknown name, or settings the family cannot build (the message names the key).
+        An unknown name, settings the family cannot build (the message names the key), or a model whose weights
+        would not fit in memory (the message gives both sizes).
     """
-    check_names(config)
-    return FAMILIES.get(family_name(config))(config, tuple(int(d) for d in data_shape))  # type: ignore[call-arg]
+    shape = tuple(int(d) for d in data_shape)
+    if any(d < 1 for d in shape):
+        raise ConfigError(f"the data shape {shape} holds no values; examples need at least one value each")
+    weights = count_parameters(config, shape)
+    check_fits(4 * weights, f"the model's {weights:,} float32 weights ({shape} data, model.hidden_dims="
+               f"{list(config.hidden_dims)}, model.latent_dim={config.latent_dim})",
+               "make the model smaller (model.hidden_dims, model.channels, model.latent_dim)")
+    return FAMILIES.get(family_name(config))(config, shape)  # type: ignore[call-arg]

@@ -42,6 +42,7 @@ from torch.distributions import Distribution, Independent
 
 from vaekit._version import __version__
 from vaekit.errors import ConfigError, OutputError, VaeKitError
+from vaekit.extras import install_hint
 from vaekit.files import atomic_dir
 from vaekit.models import VAE, LatentVariableModel, as_model
 from vaekit.registry import Registry
@@ -53,7 +54,7 @@ DECODER_NAME = "decoder.onnx"
 MANIFEST_NAME = "export.json"
 CHECK_TOLERANCE = 1e-4  # largest absolute difference between ONNX Runtime and PyTorch that passes the check
 CHECK_BATCH = 3
-_EXTRA = "pip install 'vaekit[export]'"
+_EXTRA = install_hint("export")
 
 
 @dataclass(frozen=True)

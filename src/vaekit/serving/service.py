@@ -9,10 +9,12 @@ form. A bad value raises :class:`RequestError` naming the request field, which t
 from __future__ import annotations
 
 import base64
-import binascii
 import io
 import logging
 import math
+import struct
+import tokenize
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -28,6 +30,7 @@ from vaekit.apps.sampling import sample
 from vaekit.apps.scoring import SCORES, UNITS, anomaly_scores
 from vaekit.config import Config
 from vaekit.errors import ConfigError, VaeKitError
+from vaekit.extras import install_hint
 from vaekit.files import npy_bytes
 from vaekit.models import LatentVariableModel, as_model
 from vaekit.models.inputs import decode_labels
@@ -36,7 +39,22 @@ logger = logging.getLogger(__name__)
 
 MAX_ABS_LATENT = 1e3  # the prior is N(0, I); codes beyond this are never meaningful and can overflow a decoder
 MAX_TEMPERATURE = 100.0
-EXTRA = "pip install 'vaekit[serve]'"
+MAX_NPY_DIMS = 32  # numpy allows 64; no batch of examples has more than a handful
+# What numpy's .npy header parser (ast.literal_eval, tokenize, dtype descriptors) and np.load raise on garbage.
+NPY_ERRORS = (
+    ValueError,  # binascii.Error and UnicodeDecodeError included
+    TypeError,
+    KeyError,
+    IndexError,
+    OverflowError,
+    SyntaxError,
+    RecursionError,
+    EOFError,
+    OSError,
+    struct.error,
+    tokenize.TokenError,
+)
+EXTRA = install_hint("serve")
 
 
 @dataclass(frozen=True)
@@ -141,29 +159,55 @@ def read_array(values: list[Any] | None, npy: str | None, field: str) -> np.ndar
 
 
 def _read_npy(text: str, field: str) -> np.ndarray:
-    """Decode base64 ``.npy`` bytes after checking the header: a numeric dtype, and exactly as many data bytes
-    as the shape needs (``np.load`` would otherwise allocate whatever size a tiny header claims)."""
-    fmt = np.lib.format
+    """Decode base64 ``.npy`` bytes after checking the header: a numeric dtype, a plain shape, and exactly as many
+    data bytes as the shape needs (``np.load`` would otherwise allocate whatever size a tiny header claims).
+
+    numpy parses the header text with ``ast`` and ``tokenize``, and garbage makes those raise many kinds of error
+    (:data:`NPY_ERRORS`); every one of them is the client's bad value, never a server error.
+    """
     try:
         raw = base64.b64decode(text, validate=True)
         buffer = io.BytesIO(raw)
-        version = fmt.read_magic(buffer)
-        read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
-        if read_header is None:
-            raise ValueError(f".npy format version {version} is not supported; write it with numpy.save")
-        shape, _, dtype = read_header(buffer)
-    except (binascii.Error, ValueError, OSError, EOFError) as exc:
-        reason = " ".join(str(exc).split())[:200]
-        raise RequestError(field, f"not a base64-encoded .npy file ({reason})") from None
+        shape, dtype = _npy_header(buffer)
+    except NPY_ERRORS as exc:
+        reason = str(exc) if isinstance(exc, ValueError) else f"unparseable header, {type(exc).__name__}: {exc}"
+        raise RequestError(field, f"not a base64-encoded .npy file ({_clip(reason)})") from None
     if dtype.hasobject or dtype.kind not in "iuf":
         raise RequestError(field, f"the .npy array has dtype {dtype}; send integers or floats (nothing pickled)")
+    if len(shape) > MAX_NPY_DIMS or not all(type(n) is int and n >= 0 for n in shape):
+        raise RequestError(
+            field,
+            f"the .npy header has shape {_clip(repr(shape))}; send at most {MAX_NPY_DIMS} dimensions, each a "
+            "non-negative integer",
+        )
     expected = math.prod(shape) * dtype.itemsize
     if expected != len(raw) - buffer.tell():
         raise RequestError(
             field, f"the .npy header promises {expected} bytes of data but {len(raw) - buffer.tell()} follow"
         )
     buffer.seek(0)
-    return np.load(buffer, allow_pickle=False)
+    try:
+        return np.load(buffer, allow_pickle=False)
+    except NPY_ERRORS as exc:  # the checks above leave nothing known here; a numpy change must not become a 500
+        raise RequestError(field, f"not a readable .npy file ({_clip(str(exc))})") from None
+
+
+def _npy_header(buffer: io.BytesIO) -> tuple[tuple[Any, ...], np.dtype[Any]]:
+    """The shape and dtype a ``.npy`` header declares (versions 1.0 and 2.0), the buffer left at the data."""
+    fmt = np.lib.format
+    version = fmt.read_magic(buffer)
+    read_header = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}.get(version)
+    if read_header is None:
+        raise ValueError(f".npy format version {version} is not supported; write it with numpy.save")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy warns about headers "created on Python 2" before it fails on them
+        shape, _, dtype = read_header(buffer)
+    return shape, dtype
+
+
+def _clip(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def array_out(array: np.ndarray, output: str) -> list[Any] | str:

@@ -68,6 +68,7 @@ class State:
     train_time_s: float = 0.0
     world_size: int = 1
     bad_in_row: int = 0  # updates skipped in a row (training stops at train.max_bad_steps)
+    threads: int = 0  # torch threads the run computes with (0: not chosen yet; runs saved by vaekit 0.1)
     metrics: list[dict[str, Any]] = field(default_factory=list)
 
 

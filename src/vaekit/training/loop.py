@@ -37,12 +37,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from vaekit import threads
 from vaekit.config import Config
 from vaekit.data import DataBundle, load_data
 from vaekit.errors import ConfigError, DataError, TrainingError
+from vaekit.memory import check_fits
 from vaekit.models import LatentVariableModel, build_model, load, save_model
 from vaekit.models.bounds import Terms, elbo, iwae_bound
-from vaekit.models.families import check_names
+from vaekit.models.families import check_names, count_parameters
 from vaekit.objectives import OBJECTIVES
 from vaekit.training import checkpoints, distributed, schedules
 from vaekit.training.checkpoints import State, Trainables
@@ -293,6 +295,7 @@ def _train(
     run = _setup(config, bundle, ctx, out, progress)
     state = _resume(run) if has_state else State(world_size=ctx.world_size)
     run.attach_data(bundle, first_epoch=state.epoch)
+    _choose_threads(run, state)
     stopped_early = False
     while state.epoch < config.train.epochs:
         loss = _train_epoch(run, state)
@@ -305,6 +308,9 @@ def _train(
 def _setup(config: Config, bundle: DataBundle, ctx: Context, out: Path, progress: bool) -> _Run:
     """Seed, build the model, optimizer, EMA copy and generators; write ``config.json`` (rank 0)."""
     tc = config.train
+    weights = count_parameters(config.model, bundle.preprocessing.shape)
+    check_fits(16 * weights, f"training a model of {weights:,} weights (them, their gradients and Adam's two "
+               "moments, float32)", "make the model smaller (model.hidden_dims, model.channels, model.latent_dim)")
     torch.manual_seed(tc.seed)
     model = build_model(config.model, bundle.preprocessing.shape).to(ctx.device)
     model.preprocessing = bundle.preprocessing
@@ -326,6 +332,22 @@ def _setup(config: Config, bundle: DataBundle, ctx: Context, out: Path, progress
         config=config, ctx=ctx, out=out, parts=Trainables(model, optimizer, generators, ema), step_fn=step_fn,
         params=params, ema_params=[] if ema is None else [p.detach() for p in ema.parameters()], progress=progress,
     )
+
+
+def _choose_threads(run: _Run, state: State) -> None:
+    """torch's thread count for this run (:mod:`vaekit.threads`), kept in the state: a resumed run computes with the
+    count it started with, so it ends bit for bit where an uninterrupted one would (sums split over another number
+    of threads round differently). The FLOP count draws no random numbers of the run."""
+    if run.ctx.device.type != "cpu":
+        return
+    if state.threads > 0 and run.config.train.threads == 0 and threads.chosen_by_user() is None:
+        threads.apply(state.threads, "as when the run started")
+        return
+    model = run.parts.model
+    with torch.random.fork_rng(devices=[]):
+        flops = threads.step_flops(model, lambda x, y: elbo(model, x, y=y).loss, run.val_feed.first(2),
+                                   run.feed.batch_size)
+    state.threads = threads.for_training(flops, run.config.train.threads)
 
 
 def _resume(run: _Run) -> State:

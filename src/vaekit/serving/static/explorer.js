@@ -4,12 +4,17 @@
 //   slider move -> /v1/decode of the edited code   A, B chosen -> /v1/interpolate strip
 //
 // No model maths happens here: the page edits latent codes and draws what the server returns.
+//
+// body[data-state]: "loading" until the model card and the first samples, code and decoded image arrived (every
+// control disabled, a loading message shown), then "ready"; "busy" while a later request runs; "error" if loading
+// failed (the message says what failed; the controls stay disabled, as there is nothing to explore).
 "use strict";
 
 const SAMPLES = 16;
 const STRIP_STEPS = 8;
 const SLIDER_SPAN = 3; // sliders run over [-3, 3]: nearly all of the N(0, 1) prior of each dimension
 const CELL_PX = 56;
+const CONTROLS = "#sliders input, #temperature, #label, #new-samples, #reset-sliders, #method";
 
 const state = { card: null, codes: [], samples: [], a: 0, b: 1, z: [], decoding: false, pending: false };
 const $ = (id) => document.getElementById(id);
@@ -18,16 +23,44 @@ async function api(path, body) {
   const init = body === undefined ? {} : {
     method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body),
   };
-  const response = await fetch(path, init);
-  const data = await response.json();
-  if (!response.ok) {
-    const detail = Array.isArray(data.detail) ? data.detail.map((d) => `${d.loc.join(".")}: ${d.msg}`) : [data.detail];
-    throw new Error(`${path}: ${detail.join("; ")}`);
+  let response, text;
+  try {
+    response = await fetch(path, init);
+    text = await response.text();
+  } catch (error) {
+    throw new Error(`${path}: ${error.message} (is the server still running?)`);
   }
+  let data = null;
+  try { data = JSON.parse(text); } catch { /* not JSON: uvicorn answers requests it cannot parse in plain text */ }
+  if (!response.ok) {
+    throw new Error(`${path}: ${errorText(response, data, text)}`);
+  }
+  if (data === null) throw new Error(`${path}: the answer is not JSON`);
   return data;
 }
 
+// The API's errors are {"detail": [{"loc", "msg"}, ...]} or {"detail": "..."}; anything else is shown as it came.
+function errorText(response, data, text) {
+  const detail = data && data.detail;
+  if (Array.isArray(detail)) return detail.map((d) => `${(d.loc || []).join(".")}: ${d.msg}`).join("; ");
+  if (typeof detail === "string") return detail;
+  return `${response.status} ${text.trim().slice(0, 300) || response.statusText}`;
+}
+
 function setStatus(text) { $("status").textContent = text; }
+
+// The page's state (see the top of this file), the loading message and whether the controls can be used.
+function setState(name, message) {
+  document.body.dataset.state = name;
+  const working = name === "loading" || name === "busy";
+  $("loading").hidden = !working;
+  if (message) $("loading-text").textContent = message;
+}
+
+function enableControls(enabled) {
+  document.querySelectorAll(CONTROLS).forEach((control) => { control.disabled = !enabled; });
+  $("sliders").setAttribute("aria-busy", String(!enabled));
+}
 
 // Draw one example (C, H, W) with values in [0, 1] on a canvas, scaled up without smoothing.
 function draw(canvas, image) {
@@ -73,6 +106,7 @@ function label() { return state.card.num_classes > 0 ? Number($("label").value) 
 async function newSamples() {
   const temperature = Number($("temperature").value);
   const { x } = await api("/v1/sample", { n: SAMPLES, temperature, label: label() });
+  if (document.body.dataset.state === "loading") $("loading-text").textContent = "loading the samples' latent codes…";
   const { mean } = await api("/v1/encode", { x, y: label() });
   state.samples = x;
   state.codes = mean;
@@ -103,6 +137,7 @@ async function showChosen() {
     canvas.classList.toggle("b", i === state.b);
   });
   setSliders(state.codes[state.a]);
+  if (document.body.dataset.state === "loading") $("loading-text").textContent = "loading the decoded image…";
   await Promise.all([decodeCurrent(), interpolate()]);
 }
 
@@ -114,14 +149,17 @@ function buildSliders(latentDim) {
     label.htmlFor = `dim-${d}`;
     label.textContent = `z${d}`;
     const slider = document.createElement("input");
-    Object.assign(slider, { type: "range", id: `dim-${d}`, min: -SLIDER_SPAN, max: SLIDER_SPAN, step: 0.01 });
+    // value after min and max (in this order): set before them, the thumb would sit pinned at the end
+    Object.assign(slider, {
+      type: "range", id: `dim-${d}`, min: -SLIDER_SPAN, max: SLIDER_SPAN, step: 0.01, value: 0, disabled: true,
+    });
     slider.dataset.dim = String(d);
     const value = document.createElement("output");
     value.id = `dim-${d}-value`;
     slider.addEventListener("input", () => {
       state.z[d] = Number(slider.value);
       value.textContent = state.z[d].toFixed(2);
-      decodeCurrent();
+      decodeCurrent().catch((error) => setStatus(error.message));
     });
     box.append(label, slider, value);
   }
@@ -135,7 +173,8 @@ function setSliders(code) {
   });
 }
 
-// Decode the edited code; while one request is in flight, only the latest edit is sent next.
+// Decode the edited code; while one request is in flight, only the latest edit is sent next (by that call, whose
+// promise fails if a decode does).
 async function decodeCurrent() {
   if (state.decoding) { state.pending = true; return; }
   state.decoding = true;
@@ -145,8 +184,6 @@ async function decodeCurrent() {
       const { x } = await api("/v1/decode", { z: [state.z], y: label() });
       draw($("decoded"), x[0]);
     } while (state.pending);
-  } catch (error) {
-    setStatus(error.message);
   } finally {
     state.decoding = false;
   }
@@ -166,10 +203,13 @@ async function interpolate() {
   });
 }
 
+// A later task (new samples, another A, another path): "busy" while it runs; a failure is shown, the page stays usable.
 async function run(task) {
+  const ready = ["ready", "busy"].includes(document.body.dataset.state);
+  if (!ready) return; // a sample clicked while the page is still loading (or failed to)
   const button = $("new-samples");
   button.disabled = true;
-  document.body.dataset.state = "busy";
+  setState("busy", "updating…");
   try {
     await task();
     setStatus("");
@@ -177,7 +217,7 @@ async function run(task) {
     setStatus(error.message);
   } finally {
     button.disabled = false;
-    document.body.dataset.state = "ready";
+    setState("ready");
   }
 }
 
@@ -207,7 +247,24 @@ async function start() {
   const [width, height] = cellSize();
   $("decoded").width = 3 * width;
   $("decoded").height = 3 * height;
+  $("loading-text").textContent = "loading samples…";
   await newSamples();
 }
 
-run(start);
+// Loading: nothing can be used until the model card and the first decoded image are here.
+async function load() {
+  setState("loading", "loading the model card…");
+  enableControls(false);
+  try {
+    await start();
+  } catch (error) {
+    setStatus(`could not load the explorer: ${error.message}; reload the page to try again`);
+    setState("error");
+    return;
+  }
+  enableControls(true);
+  setStatus("");
+  setState("ready");
+}
+
+load();
