@@ -3,7 +3,8 @@
 Train, evaluate and use VAEs from Python or the ``vaekit`` command line. Every command is a function here of the
 same name: :func:`train`, :func:`evaluate`, :func:`sample`, :func:`reconstruct`, :func:`interpolate`,
 :func:`traverse`, :func:`embed`, :func:`export`, :func:`serve`, :func:`compress`, :func:`decompress`,
-:func:`score`, :func:`plot_latent`, :func:`probe`; :func:`load` rebuilds a saved model.
+:func:`score`, :func:`plot_latent`, :func:`probe`, :func:`sweep`, :func:`recommend`; :func:`load` rebuilds a
+saved model.
 
 The names are imported on first use (``import vaekit`` loads neither torch nor scikit-learn); the code lives in
 the subpackages, see ARCHITECTURE.md: :mod:`vaekit.models`, :mod:`vaekit.data`, :mod:`vaekit.training`,
@@ -30,23 +31,28 @@ if TYPE_CHECKING:  # the names as type checkers and editors see them
         traverse,
     )
     from vaekit.apps.estimators import AnomalyDetector, VAETransformer
+    from vaekit.apps.recommendation import Recommendations, recommend
     from vaekit.codec import CodingConfig, CompressReport, DecompressReport, compress, decompress
     from vaekit.config import Config, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig, resolve_config
     from vaekit.evaluation import EvalReport, ProbeReport, QualityReport, evaluate, probe, sample_quality
     from vaekit.models import VAE, HierarchicalVAE, LatentVariableModel, build_model, load, save_model
     from vaekit.serving import export, serve
     from vaekit.training import TrainResult, train
+    from vaekit.tuning import SweepResult, sweep
 
 _LAZY = {
     "vaekit.apps": ("ScoreResult", "embed", "interpolate", "plot_latent", "reconstruct", "sample", "score",
                     "traverse"),
     "vaekit.apps.estimators": ("AnomalyDetector", "VAETransformer"),
+    "vaekit.apps.recommendation": ("Recommendations", "recommend"),
+    "vaekit.apps.text": ("interpolate_text", "reconstruct_text", "sample_text", "shuffle_auroc"),
     "vaekit.codec": ("CodingConfig", "CompressReport", "DecompressReport", "compress", "decompress"),
     "vaekit.config": ("Config", "DataConfig", "ModelConfig", "ObjectiveConfig", "TrainConfig", "resolve_config"),
     "vaekit.evaluation": ("EvalReport", "ProbeReport", "QualityReport", "evaluate", "probe", "sample_quality"),
     "vaekit.models": ("VAE", "HierarchicalVAE", "LatentVariableModel", "build_model", "load", "save_model"),
     "vaekit.serving": ("export", "serve"),
     "vaekit.training": ("TrainResult", "train"),
+    "vaekit.tuning": ("SweepResult", "sweep"),
 }
 _HOME = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -69,7 +75,9 @@ __all__ = [
     "OutputError",
     "ProbeReport",
     "QualityReport",
+    "Recommendations",
     "ScoreResult",
+    "SweepResult",
     "TrainConfig",
     "TrainResult",
     "TrainingError",
@@ -83,16 +91,22 @@ __all__ = [
     "evaluate",
     "export",
     "interpolate",
+    "interpolate_text",
     "load",
     "plot_latent",
     "probe",
+    "recommend",
     "reconstruct",
+    "reconstruct_text",
     "resolve_config",
     "sample",
     "sample_quality",
+    "sample_text",
     "save_model",
     "score",
     "serve",
+    "shuffle_auroc",
+    "sweep",
     "train",
     "traverse",
 ]

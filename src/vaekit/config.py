@@ -92,7 +92,8 @@ class ModelConfig:
     likelihood
         Registered p(x|z): ``bernoulli`` (logits; binary or [0, 1] data), ``gaussian`` (real data) or
         ``discretized_logistic`` (8-bit data such as uint8 images; a proper discrete likelihood, so bits/dim
-        are true code lengths).
+        are true code lengths), or ``multinomial`` (counts, such as a user's interactions with items: a softmax
+        over all of them, as in Mult-VAE).
     latent_dim
         Number of latent dimensions.
     hidden_dims
@@ -121,6 +122,37 @@ class ModelConfig:
         a stabiliser for deep stacks.
     prior
         Registered prior p(z) (:data:`vaekit.models.priors.PRIORS`): ``standard_normal``, N(0, I).
+    embedding_dim
+        ``text`` family: size of the token embeddings (shared by encoder and decoder).
+    word_dropout
+        ``text`` family: probability that a decoder input token is replaced by ``<unk>`` during training (word
+        dropout, Bowman et al. 2016, arXiv:1511.06349), which makes the decoder lean on z; 0 disables it.
+    dropout
+        ``text`` family: dropout on the embeddings and on the LSTM outputs during training; 0 disables it.
+    softmax_cutoffs
+        ``text`` family: empty for a full softmax over the vocabulary; ascending token ids splitting it into an
+        adaptive softmax (Grave et al. 2016, arXiv:1609.04309): the frequent head, then tail clusters. Still an
+        exact, normalised distribution, so the NLL stays a true code length; several times faster on a CPU.
+        Cutoffs outside a smaller vocabulary are not used.
+    posterior_batchnorm
+        ``text`` family: gamma of a batch normalisation of the posterior means with fixed scale (BN-VAE, Zhu et
+        al. 2020, arXiv:2004.12585), a remedy for posterior collapse: it keeps the expected KL above about
+        ``latent_dim * gamma^2 / 2``; 0 disables it.
+    input_norm
+        ``vae`` family: ``l2`` divides each example by its Euclidean norm before the encoder (Mult-VAE, Liang et al.
+        2018, arXiv:1802.05814: users with many and with few interactions look alike to the encoder); ``none``
+        leaves it. The likelihood still scores the example itself.
+    input_dropout
+        ``vae`` family: dropout on the encoder's input during training (after ``input_norm``): each value is zeroed
+        with this probability and the others scaled up, so the encoder learns to complete partial histories
+        (Mult-VAE and Mult-DAE use 0.5); 0 disables it. Validation, evaluation and the verbs never drop.
+    vocab_size
+        ``text`` family: tokens the model predicts over, the special ones included; 0 (the default) takes it from
+        the training text's tokenizer (and the saved model records it).
+    likelihood_scale
+        ``gaussian`` and ``laplace``: where the scale of p(x|z) comes from: ``feature`` (one learned scale per data
+        element, shared by every example; or ``gaussian_scale``, fixed) or ``decoder`` (the decoder predicts a
+        scale for every element of every example: heteroscedastic, e.g. quiet and loud parts of a spectrogram).
     """
 
     family: str = "auto"
@@ -137,13 +169,32 @@ class ModelConfig:
     residual_blocks: int = 1
     weight_norm: bool = False
     prior: str = "standard_normal"
+    embedding_dim: int = 256
+    word_dropout: float = 0.0
+    dropout: float = 0.0
+    softmax_cutoffs: tuple[int, ...] = ()
+    posterior_batchnorm: float = 0.0
+    vocab_size: int = 0
+    input_norm: Literal["none", "l2"] = "none"
+    input_dropout: float = 0.0
+    likelihood_scale: Literal["feature", "decoder"] = "feature"
 
     def __post_init__(self) -> None:
         _check_section(self, "model", {
-            "latent_dim": at_least(1), "hidden_dims": all_at_least(1), "channels": all_at_least(1),
+            "latent_dim": at_least(0), "hidden_dims": all_at_least(1), "channels": all_at_least(1),
             "gaussian_scale": optional(positive()), "num_classes": at_least(0), "mixture_components": at_least(1),
             "latent_layers": all_at_least(1), "residual_blocks": at_least(1),
         })
+        _check_section(self, "model", {  # the text family's settings
+            "embedding_dim": at_least(1), "word_dropout": between(0.0, 1.0), "dropout": between(0.0, 1.0),
+            "softmax_cutoffs": all_at_least(1), "posterior_batchnorm": at_least(0.0),
+            "vocab_size": at_least(0),
+        })
+        _check_section(self, "model", {"input_dropout": between(0.0, 1.0)})  # the vae family's input
+        if list(self.softmax_cutoffs) != sorted(set(self.softmax_cutoffs)):
+            raise ConfigError(
+                f"config key model.softmax_cutoffs must be ascending token ids, got {list(self.softmax_cutoffs)!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -180,6 +231,59 @@ class DataConfig:
     num_workers
         Directories of shards: DataLoader worker processes reading shards beside each training process
         (0 reads in the training process).
+    sample_rate
+        Audio folders (:mod:`vaekit.data.audio`): every clip is resampled to this rate in Hz; default the rate
+        of the first clip.
+    clip_seconds
+        Audio folders: the fixed length of every clip; longer clips are cropped, shorter ones padded with silence.
+    clip_align
+        Audio folders: ``center`` (crop or pad equally at both ends) or ``start`` (keep the beginning, pad the end).
+    n_fft
+        Audio folders: STFT window and FFT size in samples.
+    hop_length
+        Audio folders: STFT hop in samples.
+    n_mels
+        Audio folders: mel bands of the log-mel spectrogram.
+    labels_from
+        Audio folders: where labels come from: a file-name pattern such as ``{label}_{speaker}_{take}`` (the
+        ``label`` field is the class; other fields can select the test split), a ``.csv`` file with columns
+        ``file`` and ``label`` (and optionally ``split``), or ``None``: class subfolders when every clip is in
+        one, else no labels.
+    test_split
+        Audio folders: which clips form the test split, ``FIELD=VALUES`` over the fields of ``labels_from``
+        (values comma-separated, integer ranges ``a-b``), e.g. ``take=0-4``; ``None``: a CSV's ``split`` column,
+        else no test split.
+    tokenizer
+        Text (``.txt`` files, :mod:`vaekit.data.text`): ``whitespace`` (tokens separated by spaces, as in the
+        Penn Treebank) or ``bpe`` (byte-pair subwords trained on the training split with the ``tokenizers``
+        library, for raw text: ``pip install 'vaekit[text]'``).
+    vocab_size
+        Text: ``whitespace`` keeps the most frequent words of the training split, up to this many (the rest
+        become ``<unk>``); ``bpe`` learns a vocabulary of this size. The special tokens come on top.
+    max_length
+        Text: tokens per sentence at most (``<eos>`` not counted); longer lines are truncated and counted.
+    format
+        Which registered data source (:data:`vaekit.data.SOURCES`) reads ``source``: ``auto`` (the default) picks
+        one by the path; a source's name (``interactions``, ``file``, ...) makes that one read it, e.g. a table of
+        interactions whose columns have other names.
+    user_column, item_column, rating_column
+        Interactions (:mod:`vaekit.data.interactions`): the columns of user ids, item ids and ratings; ``None``
+        finds them by name (``user``, ``user_id``, ``userId``, ...; ``item``, ``item_id``, ``movieId``, ...;
+        ``rating``). Files without a header, such as GroupLens ``u.data``, are read as user, item, rating,
+        timestamp.
+    min_rating
+        Interactions: a rating at least this counts as a positive (implicit feedback); ``None`` makes every row a
+        positive and ignores the ratings.
+    min_user_items
+        Interactions: users with fewer positives are left out.
+    heldout_users
+        Interactions: users in each of the validation and the test split (strong generalization: never trained
+        on); 0 takes ``val_fraction`` of the users for each.
+    scaling
+        Tables and real-valued arrays, with ``standardize``: ``standard`` (mean and standard deviation of the
+        training split), ``robust`` (median and interquartile range) or ``asinh`` (robust, then the inverse
+        hyperbolic sine: heavy-tailed columns such as amounts or counts, the choice for anomaly detection on
+        tables); see :mod:`vaekit.data.scaling`. Stored with the model.
     """
 
     source: str = "digits"
@@ -193,10 +297,37 @@ class DataConfig:
     seed: int = 0
     shuffle_buffer: int = 16384
     num_workers: int = 0
+    tokenizer: Literal["whitespace", "bpe"] = "whitespace"
+    vocab_size: int = 10000
+    max_length: int = 100
+    sample_rate: int | None = None
+    clip_seconds: float = 1.0
+    clip_align: Literal["center", "start"] = "center"
+    n_fft: int = 512
+    hop_length: int = 128
+    n_mels: int = 64
+    labels_from: str | None = None
+    test_split: str | None = None
+    format: str = "auto"
+    user_column: str | None = None
+    item_column: str | None = None
+    rating_column: str | None = None
+    min_rating: float | None = 4.0
+    min_user_items: int = 5
+    heldout_users: int = 0
+    scaling: Literal["standard", "robust", "asinh"] = "standard"
 
     def __post_init__(self) -> None:
         _check_section(self, "data", {
             "val_fraction": between(0.0, 1.0), "shuffle_buffer": at_least(1), "num_workers": at_least(0),
+        })
+        _check_section(self, "data", {"vocab_size": at_least(1), "max_length": at_least(1)})  # text
+        _check_section(self, "data", {
+            "sample_rate": optional(at_least(1)), "clip_seconds": positive(), "n_fft": at_least(2),
+            "hop_length": at_least(1), "n_mels": at_least(1),
+        })
+        _check_section(self, "data", {  # interactions
+            "min_rating": optional(at_least(0.0)), "min_user_items": at_least(1), "heldout_users": at_least(0),
         })
         if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) < 1):
             raise ConfigError(f"config key data.image_size must be [height, width], got {list(self.image_size)!r}")
@@ -227,6 +358,12 @@ class ObjectiveConfig:
     free_bits_per
         What ``free_bits`` floors: each latent ``dimension`` or each stochastic ``layer`` of a hierarchical VAE
         (a one-layer VAE has one layer: the whole latent).
+    kl_cycles
+        Cyclical KL annealing (Fu et al. 2019, arXiv:1903.10145): the run is split into this many cycles and in
+        each the KL weight rises linearly from 0 to ``beta`` over the first ``kl_cycle_ratio`` of the cycle, then
+        stays at ``beta``; 0 disables it (``kl_warmup_steps`` is the one-cycle, linear annealing).
+    kl_cycle_ratio
+        Fraction of each cycle spent rising, in (0, 1].
     """
 
     name: str = "elbo"
@@ -236,15 +373,25 @@ class ObjectiveConfig:
     k: int = 5
     estimator: Literal["iwae", "dreg"] = "iwae"
     free_bits_per: Literal["dimension", "layer"] = "dimension"
+    kl_cycles: int = 0
+    kl_cycle_ratio: float = 0.5
 
     def __post_init__(self) -> None:
         _check_section(self, "objective", {
             "beta": at_least(0.0), "kl_warmup_steps": at_least(0), "free_bits": at_least(0.0), "k": at_least(1),
         })
-        if self.name == "iwae" and (self.beta != 1 or self.free_bits or self.kl_warmup_steps):
+        _check_section(self, "objective", {"kl_cycles": at_least(0), "kl_cycle_ratio": between(0.0, 1.0,
+                                                                                               upper_open=False)})
+        if self.kl_cycle_ratio <= 0:
+            raise ConfigError(f"config key objective.kl_cycle_ratio must be in (0, 1], got {self.kl_cycle_ratio!r}")
+        if self.kl_cycles and self.kl_warmup_steps:
             raise ConfigError(
-                "objective.name=iwae has no KL weight: leave objective.beta=1, objective.free_bits=0 and "
-                "objective.kl_warmup_steps=0, or use objective.name=elbo"
+                "objective.kl_cycles and objective.kl_warmup_steps are two KL schedules; set one of them to 0"
+            )
+        if self.name == "iwae" and (self.beta != 1 or self.free_bits or self.kl_warmup_steps or self.kl_cycles):
+            raise ConfigError(
+                "objective.name=iwae has no KL weight: leave objective.beta=1, objective.free_bits=0, "
+                "objective.kl_warmup_steps=0 and objective.kl_cycles=0, or use objective.name=elbo"
             )
 
 

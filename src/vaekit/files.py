@@ -241,12 +241,19 @@ def save_tensors(tensors: dict[str, object], path: str | Path) -> None:
         raise OutputError(f"cannot write {str(path)!r}: {cause}; free some space or write elsewhere") from None
 
 
+def _csv_text(value: object) -> str:
+    text = str(value)
+    return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\r\n') else text
+
+
 def csv_bytes(columns: dict[str, np.ndarray]) -> bytes:
     """A CSV file (header, then one row per index) of equally long 1-D columns; floats written exactly (repr),
-    integers as integers. Needs no pandas."""
+    integers as integers, strings (ids) as they are, quoted where they hold a comma, a quote or a line break. Needs
+    no pandas."""
     names = list(columns)
     arrays = [np.asarray(columns[name]) for name in names]
-    formats = [(lambda v: repr(float(v))) if a.dtype.kind == "f" else (lambda v: str(int(v))) for a in arrays]
+    formats = [(lambda v: repr(float(v))) if a.dtype.kind == "f" else _csv_text if a.dtype.kind in "OUS"
+               else (lambda v: str(int(v))) for a in arrays]
     lines = [",".join(names)]
     for row in zip(*arrays, strict=True):
         lines.append(",".join(fmt(value) for fmt, value in zip(formats, row, strict=True)))

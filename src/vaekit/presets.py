@@ -130,6 +130,84 @@ _add(
     ),
 )
 
+_add(
+    "ml-100k",
+    "Mult-VAE recommender (Liang et al. 2018) for implicit feedback, sized for MovieLens 100K (--data u.data or any "
+    "user, item[, rating] file): ratings >= 4 are positives, multinomial likelihood, L2-normalised input with "
+    "dropout 0.2, linear encoder and decoder with 400 latents (the paper's items-600-200 tanh network, dropout 0.5, "
+    "for ML-20M-size data: model.hidden_dims=[600] model.latent_dim=200 model.input_dropout=0.5), KL weight "
+    "annealed to 0.2, best epoch by validation NDCG@100",
+    Config(
+        model=ModelConfig(architecture="mlp", likelihood="multinomial", latent_dim=400, hidden_dims=(),
+                          activation="tanh", input_norm="l2", input_dropout=0.2),
+        data=DataConfig(source="", format="interactions", min_rating=4.0, min_user_items=5, heldout_users=100),
+        objective=ObjectiveConfig(beta=0.2, kl_warmup_steps=1600),
+        train=TrainConfig(epochs=200, batch_size=100, lr=1e-3, max_warmup_fraction=1.0, num_images=16),
+    ),
+)
+
+def _ptb(latent_dim: int) -> Config:
+    """The Penn Treebank presets (issue 13): one sentence a line, whitespace tokens, the 10,000-word vocabulary; an
+    LSTM decoder (512 units, 256-dim embeddings, dropout 0.5, an adaptive softmax), trained for 60 minutes of
+    training time (``--time-budget`` to change it), batch 64, Adam 1e-3 cosine-decayed over the budget. With
+    ``latent_dim`` > 0 a sentence VAE: a bidirectional LSTM encoder of 128 units, 32 latents, BN-VAE (gamma 0.6)
+    and cyclical KL annealing (4 cycles), no word dropout (it cost 1.5 nats of NLL and added no mutual information
+    in the short ablation of BENCHMARKS.md; model.word_dropout=0.25 for Bowman et al.'s); with 0 the same decoder
+    as a language model."""
+    vae = latent_dim > 0
+    return Config(
+        model=ModelConfig(family="text", latent_dim=latent_dim, hidden_dims=(128, 512) if vae else (512,),
+                          embedding_dim=256, dropout=0.5, word_dropout=0.0,
+                          softmax_cutoffs=(2000, 6000), posterior_batchnorm=0.6 if vae else 0.0),
+        data=DataConfig(source="", tokenizer="whitespace", vocab_size=10000, max_length=100),
+        objective=ObjectiveConfig(kl_cycles=4 if vae else 0),
+        train=TrainConfig(epochs=1_000_000, batch_size=64, lr=1e-3, schedule="cosine", time_budget_s=3600,
+                          grad_clip=5.0, eval_every=1, eval_k=0, num_images=10, patience=0),
+    )
+
+
+_add(
+    "ptb",
+    "sentence VAE of the Penn Treebank (Bowman et al. 2016; --data ptb/, a folder of ptb.{train,valid,test}.txt): "
+    "bidirectional LSTM encoder (128), LSTM decoder (512, adaptive softmax), 32 latents, BN-VAE and cyclical KL "
+    "annealing against posterior collapse; 60-minute budget (--time-budget to change it)",
+    _ptb(latent_dim=32),
+)
+_add(
+    "ptb-lm",
+    "the language-model baseline of the ptb preset: the same LSTM decoder with no latent variable "
+    "(model.latent_dim=0), trained the same way; its NLL is exact",
+    _ptb(latent_dim=0),
+)
+
+
+def _fsdd(num_classes: int) -> Config:
+    """The FSDD presets (issue 15): 0.8 s clips at 8 kHz as log-mel spectrograms (STFT 256, hop 80, 64 mel bands:
+    1 x 64 x 81), labels from FSDD's names ``{digit}_{speaker}_{take}``, takes 0-4 the test split; a
+    convolutional VAE (32-64-128 channels, dense 256, 32 latents) with a Laplace likelihood whose scales the decoder
+    predicts, 60 epochs of batch 64."""
+    return Config(
+        model=ModelConfig(architecture="conv", likelihood="laplace", likelihood_scale="decoder", latent_dim=32,
+                          channels=(32, 64, 128), hidden_dims=(256,), num_classes=num_classes),
+        data=DataConfig(source="", sample_rate=8000, clip_seconds=0.8, n_fft=256, hop_length=80, n_mels=64,
+                        labels_from="{label}_{speaker}_{take}", test_split="take=0-4"),
+        train=TrainConfig(epochs=60, batch_size=64, lr=1e-3, num_images=16),
+    )
+
+
+_add(
+    "fsdd",
+    "spoken digits (FSDD or any folder of clips, --data FOLDER): 0.8 s log-mel spectrograms (64 mels, 8 kHz), conv "
+    "VAE 32-64-128, 32 latents, Laplace likelihood; sample/reconstruct/interpolate write WAV (Griffin-Lim) + PNG",
+    _fsdd(num_classes=0),
+)
+_add(
+    "fsdd-cvae",
+    "the fsdd preset conditional on the digit (labels from the file names {digit}_{speaker}_{take}); "
+    "vaekit sample RUN --label 7 --out seven.wav says a seven",
+    _fsdd(num_classes=10),
+)
+
 
 def get_preset(name: str) -> Config:
     """The config of preset ``name`` (raises ConfigError listing the presets if unknown)."""

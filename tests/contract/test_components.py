@@ -54,6 +54,8 @@ def _data(likelihood: str, shape: tuple[int, ...], n: int = 6) -> torch.Tensor:
         return torch.bernoulli(torch.full((n, *shape), 0.4), generator=generator)
     if likelihood == "discretized_logistic":  # 8-bit data, as read from uint8 arrays
         return torch.randint(0, 256, (n, *shape), generator=generator) / 255.0
+    if likelihood == "multinomial":  # counts, such as a user's interactions with items
+        return torch.randint(0, 3, (n, *shape), generator=generator).float()
     return torch.randn(n, *shape, generator=generator)
 
 

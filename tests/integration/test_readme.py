@@ -46,3 +46,14 @@ def test_every_cli_command_in_readme_has_help(capsys: pytest.CaptureFixture[str]
     for command in sorted(commands):
         assert main([command, "--help"]) == 0
         assert "usage: vaekit" in capsys.readouterr().out
+
+
+def test_readme_sweep_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("optuna")
+    monkeypatch.chdir(tmp_path)
+    section = README[README.index("## Choosing a model: `vaekit sweep`") :]
+    (code,) = re.findall(r"```py\n(.*?)```", section[: section.index("\n## ", 3)], flags=re.S)
+    namespace: dict[str, object] = {}
+    exec(compile(code, "README.md", "exec"), namespace)  # the documented example, unchanged
+    result = namespace["result"]
+    assert len(result.study.trials) >= 4 and (tmp_path / "sweeps" / "example" / "best.yaml").is_file()

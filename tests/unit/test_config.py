@@ -252,7 +252,7 @@ def test_presets_are_valid_configs():
         ("train.batch_size=0", "train.batch_size"),
         ("train.ema=1", "train.ema"),
         ("train.time_budget_s=-5", "train.time_budget_s"),
-        ("model.latent_dim=0", "model.latent_dim"),
+        ("model.latent_dim=-1", "model.latent_dim"),  # 0 is the text family's language model (refused when built)
         ("model.hidden_dims=[16,0]", "model.hidden_dims"),
         ("model.gaussian_scale=-1", "model.gaussian_scale"),
         ("objective.beta=-1", "objective.beta"),

@@ -4,8 +4,9 @@ Output formats, chosen by the suffix of ``out``:
 
 - ``.npy``: the means ``(N, L)`` in ``out`` and the log-variances ``(N, L)`` in ``<stem>_logvar.npy``
   beside it (plain arrays, nothing pickled; labels are not written).
-- ``.csv`` / ``.parquet``: one row per example, columns ``mu_0 .. mu_{L-1}``, ``logvar_0 .. logvar_{L-1}``
-  and ``label`` when the data has labels (``.parquet`` needs pyarrow: ``pip install 'vaekit[tables]'``).
+- ``.csv`` / ``.parquet``: one row per example, columns ``id`` when the examples have ids (the users of
+  interaction data), ``mu_0 .. mu_{L-1}``, ``logvar_0 .. logvar_{L-1}`` and ``label`` when the data has labels
+  (``.parquet`` needs pyarrow: ``pip install 'vaekit[tables]'``).
 
 A conditional model is encoded with each example's label from the data, q(z | x, y); its codes then hold what
 the label does not (style), not the class.
@@ -30,13 +31,16 @@ logger = logging.getLogger(__name__)
 FORMATS = (".npy", ".csv", ".parquet")
 
 
-def _write(out: Path, mu: np.ndarray, log_var: np.ndarray, labels: np.ndarray | None) -> None:
+def _write(
+    out: Path, mu: np.ndarray, log_var: np.ndarray, labels: np.ndarray | None, ids: tuple[str, ...] | None = None
+) -> None:
     suffix = out.suffix.lower()
     if suffix == ".npy":
         atomic_write_bytes(out, npy_bytes(mu))
         atomic_write_bytes(out.with_name(f"{out.stem}_logvar.npy"), npy_bytes(log_var))
         return
-    columns = {f"mu_{i}": mu[:, i] for i in range(mu.shape[1])}
+    columns: dict[str, np.ndarray] = {"id": np.asarray(ids, dtype=object)} if ids else {}
+    columns |= {f"mu_{i}": mu[:, i] for i in range(mu.shape[1])}
     columns |= {f"logvar_{i}": log_var[:, i] for i in range(log_var.shape[1])}
     if labels is not None:
         columns["label"] = labels
@@ -104,6 +108,6 @@ def embed(
         log_vars.append(qz_x.variance.log().float().cpu())  # (B, L)
     mu, log_var = torch.cat(mus).numpy(), torch.cat(log_vars).numpy()
     if out is not None:
-        _write(Path(out), mu, log_var, examples.labels)
+        _write(Path(out), mu, log_var, examples.labels, getattr(examples, "ids", None))
         logger.debug("wrote the embeddings of %d examples to %s", len(mu), out)
     return mu, log_var

@@ -11,7 +11,7 @@ style, the label the class, so ``label=3`` morphs the style of one example into 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +111,7 @@ def interpolate(
     label: int | None = None,
     data_dir: str | None = None,
     out: str | Path | None = None,
+    writer_options: Mapping[str, object] | None = None,
 ) -> np.ndarray:
     """Decode ``steps`` points between the posterior means of examples ``index_a`` and ``index_b``.
 
@@ -133,6 +134,9 @@ def interpolate(
         Folder of the IDX files of ``mnist`` / ``fashion-mnist``.
     out
         A ``.png`` path for the strip (one row).
+    writer_options
+        Options of the modality's writer (:mod:`vaekit.apps.writers`), e.g. ``{"griffin_lim_iters": 100}`` for
+        audio models; ``None``: the writer's defaults.
 
     Returns
     -------
@@ -165,5 +169,6 @@ def interpolate(
     if png is not None:
         columns = tuple(f"#{index_a}" if i == 0 else f"#{index_b}" if i == steps - 1 else "" for i in range(steps))
         title = f"{method} path between the posterior means of examples {index_a} and {index_b}"
-        write_examples(model, x, png, Layout(ncol=steps, col_labels=columns, title=title))
+        write_examples(model, x, png, Layout(ncol=steps, col_labels=columns, title=title,
+                                                    extras=dict(writer_options or {})))
     return x

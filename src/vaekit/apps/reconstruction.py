@@ -7,6 +7,7 @@ below its original. A conditional model encodes and decodes each example with it
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,7 @@ def reconstruct(
     data_dir: str | None = None,
     seed: int | None = None,
     out: str | Path | None = None,
+    writer_options: Mapping[str, object] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reconstruct the first ``n`` examples of ``data``.
 
@@ -48,6 +50,9 @@ def reconstruct(
         ``None`` (default) decodes the posterior mean; an integer decodes one seeded posterior draw.
     out
         A ``.png`` path for the picture (alternate rows of originals and reconstructions).
+    writer_options
+        Options of the modality's writer (:mod:`vaekit.apps.writers`), e.g. ``{"griffin_lim_iters": 100}`` for
+        audio models; ``None``: the writer's defaults.
 
     Returns
     -------
@@ -86,5 +91,6 @@ def reconstruct(
         captions = tuple("originals" if i % 2 == 0 else "reconstructed" for i in range(len(rows) // width))
         how = "posterior means" if seed is None else f"one posterior draw (seed {seed})"
         title = f"examples 0-{len(originals) - 1} of {data or model.preprocessing.source}, decoded from {how}"
-        write_examples(model, rows, png, Layout(ncol=width, row_labels=captions, title=title))
+        write_examples(model, rows, png, Layout(ncol=width, row_labels=captions, title=title,
+                                                       extras=dict(writer_options or {})))
     return originals, reconstructions

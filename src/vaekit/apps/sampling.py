@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ def sample(
     seed: int = 0,
     label: Labels | None = None,
     out: str | Path | None = None,
+    writer_options: Mapping[str, object] | None = None,
 ) -> np.ndarray:
     """Draw ``n`` examples: decoded means of latents drawn from the prior at ``temperature``.
 
@@ -58,6 +60,9 @@ def sample(
         A ``.png`` path: writes the picture (an image grid, or a heat map for real-valued data) and the
         array as ``.npy`` beside it (same stem); a conditional model also writes the labels as
         ``<stem>_labels.npy``.
+    writer_options
+        Options of the modality's writer (:mod:`vaekit.apps.writers`), e.g. ``{"griffin_lim_iters": 100}`` for
+        audio models; ``None``: the writer's defaults.
 
     Returns
     -------
@@ -95,7 +100,8 @@ def sample(
         columns = tuple(f"class {c}" for c in range(ncol)) if by_class else ()
         asked = f", class {label}" if isinstance(label, (int, np.integer)) else ""
         title = f"{n} samples, temperature {temperature:g}, seed {seed}{asked}"
-        write_examples(model, x, png, Layout(ncol=ncol, col_labels=columns, title=title))
+        write_examples(model, x, png, Layout(ncol=ncol, col_labels=columns, title=title,
+                                                    extras=dict(writer_options or {})))
         atomic_write_bytes(png.with_suffix(".npy"), npy_bytes(x))
         if y is not None:
             atomic_write_bytes(png.with_name(f"{png.stem}_labels.npy"), npy_bytes(y.cpu().numpy()))

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vaekit.apps.streaming import stream_scores, table_chunks, write_csv_in_chunks
 from vaekit.apps.writers import check_output
 from vaekit.config import Config
 from vaekit.data import ExampleSet, load_data
@@ -55,6 +56,7 @@ from vaekit.files import atomic_write_bytes, csv_bytes, npy_bytes
 from vaekit.models import LatentVariableModel, as_model
 from vaekit.models.bounds import bits_per_dim, kl_per_dimension, repeat_batch
 from vaekit.models.inputs import model_data
+from vaekit.models.likelihoods import Likelihood
 from vaekit.models.posteriors import Posterior
 from vaekit.plots import pyplot, save_figure
 from vaekit.registry import Registry
@@ -85,8 +87,29 @@ def _bernoulli_saturated(model: LatentVariableModel, x: torch.Tensor) -> torch.T
 @SATURATED.register("gaussian")
 def _gaussian_saturated(model: LatentVariableModel, x: torch.Tensor) -> torch.Tensor:
     """log N(x | mean = x, sigma) = -sum_d (log sigma_d + log(2 pi) / 2): (B,) nats, the same for every x."""
-    log_scale = cast(torch.Tensor, model.likelihood.log_scale)  # per-feature scales of GaussianLikelihood
+    log_scale = _feature_log_scale(model)  # per-feature scales of GaussianLikelihood
+    if isinstance(log_scale, torch.nn.Parameter):  # learned: floored as GaussianLikelihood floors it
+        log_scale = log_scale.clamp(min=-7.0)
     value = -(log_scale.sum() + 0.5 * math.log(2 * math.pi) * log_scale.numel())
+    return value.to(x.dtype).expand(x.shape[0])
+
+
+def _feature_log_scale(model: LatentVariableModel) -> torch.Tensor:
+    """The per-feature log-scales of a Gaussian or Laplace likelihood; ConfigError when the decoder predicts them
+    (the saturated model would then depend on z)."""
+    if model.config.likelihood_scale != "feature":
+        raise ConfigError(
+            "relative scores need a likelihood whose scale does not depend on z, but this model's decoder predicts "
+            "its scales (model.likelihood_scale=decoder); score without --relative"
+        )
+    return cast(torch.Tensor, model.likelihood.log_scale)
+
+
+@SATURATED.register("laplace")
+def _laplace_saturated(model: LatentVariableModel, x: torch.Tensor) -> torch.Tensor:
+    """log Laplace(x | loc = x, b) = -sum_d log(2 b_d): (B,) nats, the same for every x."""
+    log_scale = _feature_log_scale(model).clamp(min=-7.0)  # as LaplaceLikelihood
+    value = -(log_scale.sum() + math.log(2.0) * log_scale.numel())
     return value.to(x.dtype).expand(x.shape[0])
 
 
@@ -94,7 +117,7 @@ def _log_px_z(model: LatentVariableModel, x: torch.Tensor, z: torch.Tensor, y: t
     """log p(x|z_i) for latents z (c, B, L) of a batch x (B, *shape): (c, B) nats."""
     c, batch = z.shape[:2]
     x_rep, y_rep = repeat_batch(x, y, c)  # (c B, ...) in the same sample-major order as z
-    return model.decode(z.reshape(c * batch, -1), y_rep).log_prob(x_rep).reshape(c, batch)
+    return model.decode(z.reshape(c * batch, z.shape[-1]), y_rep).log_prob(x_rep).reshape(c, batch)  # L may be 0
 
 
 def _latents(qz_x: Posterior, noise: torch.Tensor) -> Iterator[torch.Tensor]:
@@ -194,6 +217,11 @@ def anomaly_scores(
         raise ConfigError(f"k must be at least 1, got {k}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
+    if (relative or method == "recon") and not isinstance(getattr(model, "likelihood", None), Likelihood):
+        raise ConfigError(  # a family whose p(x|z) is its own (text): no decoded mean to compare, no saturated form
+            f"the {model.family!r} family's p(x|z) is its own distribution, not a registered likelihood: score it with "
+            "method iwae or elbo, without relative"
+        )
     saturated = _saturated_fn(model, method) if relative else None
     model.eval()
     model.check_input(x)
@@ -458,24 +486,17 @@ def score(
         check_output(None, histogram)
     model = as_model(model)
 
-    def scores_of(x: torch.Tensor, y: torch.Tensor | None) -> np.ndarray:
+    def scores_of(x: torch.Tensor, y: torch.Tensor | None, show: bool = progress) -> np.ndarray:
         y = y if model.num_classes else None  # only a conditional model reads labels
         scores = anomaly_scores(
             model, x, method, k=k, unit=unit, y=y, batch_size=batch_size, seed=seed, relative=relative,
-            progress=progress,
+            progress=show,
         )
         return scores.double().numpy()
 
-    x, y, source, how = model_data(model, data, data_dir, seed)
-    scores = scores_of(x, y)
-    logger.info("scored %d examples of %s (%s)", len(scores), source, how)
-
-    rule = "none"
+    rule = "none"  # the threshold rules that do not depend on the scored data come first (streamed tables)
     if threshold is not None:
         rule = f"threshold={threshold:g} (given)"
-    elif contamination is not None:
-        threshold = quantile_threshold(scores, contamination)
-        rule = f"contamination={contamination:g} of the scored data"
     elif fpr is not None:
         if calibrate is None:
             if model.num_classes:
@@ -487,10 +508,25 @@ def score(
             what = f"{len(x_cal)} held-out normal examples of {cal_source}"
         threshold = quantile_threshold(scores_of(x_cal, y_cal), fpr)
         rule = f"fpr={fpr:g} on {what}"
+    chunks = table_chunks(model, data)  # a table file: read and scored chunk by chunk, never whole
+    stream_out = None
+    if chunks is None:
+        x, y, source, how = model_data(model, data, data_dir, seed)
+        scores = scores_of(x, y)
+        labels = None if y is None else y.cpu().numpy().astype(np.int64)
+    else:
+        if out is not None and Path(out).suffix.lower() == ".csv" and contamination is None:
+            stream_out = Path(out)  # written as the chunks are scored
+        scores, labels = stream_scores(chunks, lambda x, y: scores_of(x, y, False), stream_out, threshold, progress)
+        source, how = data or model.preprocessing.source, "read in chunks"
+    logger.info("scored %d examples of %s (%s)", len(scores), source, how)
+    if contamination is not None:
+        threshold = quantile_threshold(scores, contamination)
+        rule = f"contamination={contamination:g} of the scored data"
     decisions = None if threshold is None else (scores > threshold).astype(np.int8)
     result = ScoreResult(
         scores=scores,
-        labels=None if y is None else y.cpu().numpy().astype(np.int64),
+        labels=labels,
         decisions=decisions,
         threshold=threshold,
         threshold_rule=rule,
@@ -500,8 +536,11 @@ def score(
         source=source,
         relative=relative,
     )
-    if out is not None:
-        _write_scores(result, Path(out))
+    if out is not None and stream_out is None:
+        if chunks is not None and Path(out).suffix.lower() == ".csv":
+            write_csv_in_chunks(Path(out), scores, labels, decisions)  # bounded memory for large tables
+        else:
+            _write_scores(result, Path(out))
     if histogram is not None:
         plot_score_histogram(result, histogram)
     return result

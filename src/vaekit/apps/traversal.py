@@ -10,7 +10,7 @@ example (which is also encoded with it); starting from z = 0 needs ``label`` (``
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +60,7 @@ def traverse(
     label: int | None = None,
     data_dir: str | None = None,
     out: str | Path | None = None,
+    writer_options: Mapping[str, object] | None = None,
 ) -> np.ndarray:
     """Decode latent traversals from the posterior mean of one example (or from z = 0 with ``data=None``).
 
@@ -85,6 +86,9 @@ def traverse(
         Folder of the IDX files of ``mnist`` / ``fashion-mnist``.
     out
         A ``.png`` path for the grid (one row per dimension).
+    writer_options
+        Options of the modality's writer (:mod:`vaekit.apps.writers`), e.g. ``{"griffin_lim_iters": 100}`` for
+        audio models; ``None``: the writer's defaults.
 
     Returns
     -------
@@ -128,6 +132,7 @@ def traverse(
         start = "z = 0" if data is None else f"the posterior mean of example {index}"
         layout = Layout(ncol=steps, row_labels=tuple(f"z[{d}]" for d in dims),
                         col_labels=tuple(f"{v:+.2g}" for v in values),
-                        title=f"each row sets one latent dimension to the value above it, from {start}")
+                        title=f"each row sets one latent dimension to the value above it, from {start}",
+                        extras=dict(writer_options or {}))
         write_examples(model, x, png, layout)
     return x.reshape(len(dims), steps, *model.data_shape)

@@ -21,13 +21,13 @@ import sys
 from collections.abc import Sequence
 
 from vaekit._version import __version__
-from vaekit.cli import apps, compress, models, serve, train
+from vaekit.cli import apps, compress, models, recommend, serve, sweep, text, train
 from vaekit.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, FORMATTER, Commands, Parser, examples
 from vaekit.errors import VaeKitError
 
-COMMAND_MODULES = (train, models, apps, compress, serve)  # each has register(commands); add a new module here
+COMMAND_MODULES = (train, models, apps, compress, serve, sweep, recommend, text)  # each has register(commands)
 THREADED_COMMANDS = {"evaluate", "sample", "reconstruct", "interpolate", "traverse", "embed", "score", "plot-latent",
-                     "probe", "export"}  # torch threads by the machine's load (vaekit.threads)
+                     "probe", "export", "recommend", "text"}  # torch threads by the machine's load (vaekit.threads)
 
 
 def build_parser() -> argparse.ArgumentParser:

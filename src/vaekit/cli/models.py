@@ -31,7 +31,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from vaekit.apps import sample
 
-    sample(args.model, args.n, temperature=args.temperature, seed=args.seed, label=args.label, out=args.out)
+    sample(args.model, args.n, temperature=args.temperature, seed=args.seed, label=args.label, out=args.out,
+           writer_options=_writer_options(args))
     out = Path(args.out)
     what = "samples" if args.label is None else f"samples of class {args.label}"
     print(f"wrote {args.n} {what} to {out} and {out.with_suffix('.npy')}")
@@ -41,7 +42,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from vaekit.apps import reconstruct
 
-    originals, _ = reconstruct(args.model, args.data, n=args.n, data_dir=args.data_dir, out=args.out)
+    originals, _ = reconstruct(args.model, args.data, n=args.n, data_dir=args.data_dir, out=args.out,
+                               writer_options=_writer_options(args))
     print(f"wrote {len(originals)} reconstructions to {args.out}")
     return 0
 
@@ -59,6 +61,7 @@ def _cmd_interpolate(args: argparse.Namespace) -> int:
         label=args.label,
         data_dir=args.data_dir,
         out=args.out,
+        writer_options=_writer_options(args),
     )
     print(f"wrote a {args.method} interpolation of {args.steps} steps to {args.out}")
     return 0
@@ -77,6 +80,7 @@ def _cmd_traverse(args: argparse.Namespace) -> int:
         label=args.label,
         data_dir=args.data_dir,
         out=args.out,
+        writer_options=_writer_options(args),
     )
     print(f"wrote traversals of {len(x)} latent dimensions to {args.out}")
     return 0
@@ -89,6 +93,18 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     extra = f" and {Path(args.out).stem}_logvar.npy" if Path(args.out).suffix.lower() == ".npy" else ""
     print(f"wrote the embeddings of {len(mu)} examples ({mu.shape[1]} latents) to {args.out}{extra}")
     return 0
+
+
+def _writer_options(args: argparse.Namespace) -> dict[str, object]:
+    """Options of the modality's writer given on the command line (audio: Griffin-Lim iterations)."""
+    return {} if args.griffin_lim_iters is None else {"griffin_lim_iters": args.griffin_lim_iters}
+
+
+def _add_griffin_lim_arg(parser: argparse.ArgumentParser) -> None:
+    """``--griffin-lim-iters N`` of the commands that write examples (audio models: FILE.wav, FILE.png)."""
+    parser.add_argument("--griffin-lim-iters", type=int, metavar="N",
+                        help="audio models (which write FILE.wav, one WAV per clip and FILE.png): Griffin-Lim "
+                             "iterations of the phase estimate (default the model's, 64)")
 
 
 def register(commands: Commands) -> None:
@@ -151,6 +167,7 @@ def _register_generators(commands: Commands) -> None:
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the draw (default 0)")
     add_label_arg(p, "the class to generate (default: each class in turn)")
     p.add_argument("--out", default="samples.png", metavar="FILE.png", help="default samples.png")
+    _add_griffin_lim_arg(p)
     add_quiet_arg(p, "no log lines")
 
     p = commands.model_command(
@@ -169,6 +186,7 @@ def _register_generators(commands: Commands) -> None:
                    help="path between the codes: linear (default) or spherical (the great circle)")
     add_label_arg(p, "the class every step is drawn as (default: the label of example --a)")
     p.add_argument("--out", default="interpolation.png", metavar="FILE.png", help="default interpolation.png")
+    _add_griffin_lim_arg(p)
     add_quiet_arg(p, "no log lines")
 
     p = commands.model_command(
@@ -193,6 +211,7 @@ def _register_generators(commands: Commands) -> None:
     p.add_argument("--steps", type=int, default=9, help="values per dimension (default 9)")
     add_label_arg(p, "the class the grid is drawn as (default: the starting example's label)")
     p.add_argument("--out", default="traversal.png", metavar="FILE.png", help="default traversal.png")
+    _add_griffin_lim_arg(p)
     add_quiet_arg(p, "no log lines")
 
 
@@ -209,6 +228,7 @@ def _register_encoders(commands: Commands) -> None:
     p.add_argument(
         "--out", default="reconstructions.png", metavar="FILE.png", help="default reconstructions.png"
     )
+    _add_griffin_lim_arg(p)
     add_quiet_arg(p, "no log lines")
 
     p = commands.model_command(

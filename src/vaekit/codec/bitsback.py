@@ -77,7 +77,7 @@ from vaekit.codec.codecs import (
 from vaekit.config import Config
 from vaekit.errors import ConfigError, DataError
 from vaekit.models import LatentVariableModel, family_name
-from vaekit.models.likelihoods import LEVELS, DiscretizedLogisticMixture
+from vaekit.models.likelihoods import LEVELS, DiscretizedLogisticMixture, Likelihood
 from vaekit.registry import Registry
 
 
@@ -243,6 +243,12 @@ SYMBOL_CODINGS.register("discretized_logistic")(
 
 def symbol_coding(model: LatentVariableModel) -> SymbolCoding:
     """The :class:`SymbolCoding` of a model's likelihood, or ConfigError naming those that can code data."""
+    if not isinstance(getattr(model, "likelihood", None), Likelihood):  # p(x|z) is the family's own (text)
+        raise ConfigError(
+            f"compress codes data under the registered likelihoods ({', '.join(SYMBOL_CODINGS.names())}); the "
+            f"{model.family!r} family's p(x|z) is its own (for text: an autoregressive decoder over token sequences), "
+            "and bits-back coding of it is not implemented: compress the text with gzip, bz2 or xz"
+        )
     name = model.config.likelihood
     if name not in SYMBOL_CODINGS:
         raise ConfigError(
@@ -253,17 +259,24 @@ def symbol_coding(model: LatentVariableModel) -> SymbolCoding:
 
 
 # -- the model, prepared -----------------------------------------------------------------------------------------
+MODEL_KEYS_0_1 = ("architecture", "likelihood", "latent_dim", "hidden_dims", "channels", "activation", "gaussian_scale",
+                  "num_classes", "mixture_components", "latent_layers", "residual_blocks", "weight_norm")
+
+
 def model_fingerprint(model: LatentVariableModel) -> str:
     """SHA-256 (hex) of the model's config, data shape and every weight: which model coded a file.
 
-    Config keys added after vaekit 0.1 (``family``, ``prior``) are left out while they hold what 0.1 models were
-    (the family ``auto`` picks, the standard normal prior), so files coded by 0.1 still decompress."""
+    Config keys added after vaekit 0.1 (``family``, ``prior``, ``input_norm``, ...) are left out while they hold what
+    0.1 models were (the family ``auto`` picks, every other one its default), so files coded by 0.1, or before a
+    key was added, still decompress."""
     digest = hashlib.sha256()
     config = {**Config(model=model.config).to_dict()["model"], "data_shape": list(model.data_shape)}
     if family_name(dataclasses.replace(model.config, family="auto")) == model.family:
         del config["family"]
-    if config["prior"] == "standard_normal":
-        del config["prior"]
+    defaults = Config().to_dict()["model"]
+    for key in set(config) - set(MODEL_KEYS_0_1) - {"family", "data_shape"}:
+        if config[key] == defaults[key]:
+            del config[key]
     digest.update(json.dumps(config, sort_keys=True).encode())
     for name, tensor in sorted(model.state_dict().items()):
         array = tensor.detach().cpu().contiguous()

@@ -42,6 +42,7 @@ class RawData:
     label_column: str | None = None
     image_size: tuple[int, int] | None = None
     channels: int | None = None
+    categories: tuple[tuple[str, tuple[str, ...]], ...] | None = None  # tables: one-hot encoded string columns
 
 
 def as_labels(y: Any, n: int, where: str) -> np.ndarray:
@@ -127,12 +128,16 @@ def fit_standardization(x: np.ndarray, rows: np.ndarray, scale: float) -> tuple[
     features = int(np.prod(x.shape[1:]))
     total, total_sq = np.zeros(features), np.zeros(features)
     step = max(1, CHUNK_BYTES // max(1, features * 8))
+    # sums of x - (the first row): a constant feature then sums to exactly 0, where E[x^2] - E[x]^2 left a rounding
+    # residue (a "standard deviation" of 1e-8 |x| that blew values in other rows up by 1e8)
+    shift = np.asarray(x[rows[:1]], dtype=np.float64).reshape(-1, features)[0] / scale if len(rows) else 0.0
     for start in range(0, len(rows), step):
-        chunk = np.asarray(x[rows[start : start + step]], dtype=np.float64).reshape(-1, features) / scale
+        chunk = np.asarray(x[rows[start : start + step]], dtype=np.float64).reshape(-1, features) / scale - shift
         total += chunk.sum(0)
         total_sq += (chunk**2).sum(0)
     mean = total / len(rows)
     std = np.sqrt(np.maximum(total_sq / len(rows) - mean**2, 0.0))
+    mean = mean + shift
     constant = std < 1e-8
     std[constant] = 1.0  # constant features: leave them centred, not divided by zero
     if constant.any():

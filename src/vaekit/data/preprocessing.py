@@ -18,8 +18,10 @@ from typing import Any
 import numpy as np
 
 from vaekit.errors import DataError
+from vaekit.registry import Registry
 
 KINDS: tuple[str, ...] = ("binary", "unit", "real")
+SCALINGS: tuple[str, ...] = ("standard", "robust", "asinh")  # how real features are scaled: vaekit.data.scaling
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,13 @@ class Preprocessing:
     data_dir
         Built-in datasets: the folder the IDX files were read from, used again when the model's own data is read
         (``vaekit evaluate RUN``) and no other folder is given.
+    scaling
+        Real features: ``standard`` (``(v - mean) / std``), ``robust`` (``mean`` and ``std`` hold the median and
+        the interquartile range / 1.349) or ``asinh`` (robust, then ``asinh``); see :mod:`vaekit.data.scaling`.
+    categories
+        Tables: for each string (categorical) column of :attr:`columns`, ``(column, categories)``: the column is
+        one-hot encoded over these values, in this order (:mod:`vaekit.data.tables`), an unseen value as all
+        zeros; ``None`` when every column is numeric.
     """
 
     shape: tuple[int, ...]
@@ -63,8 +72,12 @@ class Preprocessing:
     source: str = ""
     label_column: str | None = None
     data_dir: str | None = None
+    scaling: str = "standard"
+    categories: tuple[tuple[str, tuple[str, ...]], ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.scaling not in SCALINGS:
+            raise DataError(f"preprocessing scaling {self.scaling!r} is not one of {', '.join(SCALINGS)}")
         if self.kind not in KINDS:
             raise DataError(f"preprocessing kind {self.kind!r} is not one of {', '.join(KINDS)}")
         features = int(np.prod(self.shape))
@@ -101,11 +114,18 @@ class Preprocessing:
         if self._mean_std is not None:
             mean, std = self._mean_std
             x = (x - mean) / std
+            if self.scaling == "asinh":
+                x = np.arcsinh(x)
         return np.ascontiguousarray(x.reshape(len(raw), *self.shape))
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (tuples become lists)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        """A JSON-ready dict (tuples become lists); ``scaling`` and ``categories`` only when not their defaults, so
+        files of models that use neither stay readable by older vaekit versions."""
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        for name, default in (("scaling", "standard"), ("categories", None)):
+            if d.get(name, default) == default:
+                d.pop(name, None)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Preprocessing:
@@ -120,7 +140,38 @@ class Preprocessing:
             raise DataError("stored preprocessing lacks 'shape' or 'kind'; the model file is incomplete")
         tuples = ("shape", "mean", "std", "columns", "image_size")
         kwargs: dict[str, Any] = {k: tuple(v) if k in tuples and v is not None else v for k, v in d.items()}
+        if kwargs.get("categories") is not None:
+            kwargs["categories"] = tuple((str(c), tuple(map(str, values))) for c, values in kwargs["categories"])
         return cls(**kwargs)
+
+
+# -- records of other kinds of data ------------------------------------------------------------------------------
+PREPROCESSINGS: Registry[type[Preprocessing]] = Registry("preprocessing kind")
+"""Stored preprocessing records by their ``kind``: the array kinds (``binary``, ``unit``, ``real``) are
+:class:`Preprocessing`; another kind of data (audio, text, interactions) registers its own record class under its
+own kind name, with ``from_dict`` / ``to_dict`` and the attributes the verbs read (``shape``, ``apply``, ``source``,
+``kind``). :func:`preprocessing_from_dict` rebuilds whichever a model file holds."""
+for _kind in KINDS:
+    PREPROCESSINGS.register(_kind)(Preprocessing)
+
+
+def preprocessing_from_dict(d: dict[str, Any]) -> Preprocessing:
+    """Rebuild a stored preprocessing record with the class registered for its ``kind`` (:data:`PREPROCESSINGS`).
+
+    Raises
+    ------
+    DataError
+        A record without a ``kind``, or of a kind this vaekit does not know (saved by a newer one).
+    """
+    kind = d.get("kind") if isinstance(d, dict) else None
+    if kind is None:
+        raise DataError("stored preprocessing lacks 'shape' or 'kind'; the model file is incomplete")
+    if kind not in PREPROCESSINGS:
+        raise DataError(
+            f"preprocessing kind {kind!r} is not one of {', '.join(PREPROCESSINGS.names())}; the model was saved by "
+            "a newer vaekit, upgrade it"
+        )
+    return PREPROCESSINGS.get(kind).from_dict(d)
 
 
 def uniform_hash(seed: int, rows: np.ndarray, size: int) -> np.ndarray:

@@ -7,7 +7,8 @@ reader     path                                        what it gives
                                                        :func:`vaekit.data.arrays.array_shape`
 ``npz``    ``*.npz``                                   features under ``x``, ``X``, ``data`` or the only array;
                                                        labels under ``y``, ``Y`` or ``labels``
-``table``  ``*.csv``, ``*.parquet``                    numeric feature columns (pandas, extra ``tables``),
+``table``  ``*.csv``, ``*.csv.gz``, ``*.parquet``      numeric columns, string columns one-hot encoded
+                                                       (:mod:`vaekit.data.tables`; extra ``tables``),
                                                        optional ``data.label_column``, ``real`` values
 ``images`` a folder of PNG/JPEG images (recursive)     resized (bilinear), grayscale or RGB, uint8 / 255;
                                                        when every image sits in a subfolder, the sorted
@@ -32,9 +33,9 @@ from typing import Protocol
 
 import numpy as np
 
-from vaekit.data.arrays import RawData, array_source, as_labels, scan_values
+from vaekit.data.arrays import RawData, array_source, as_labels
+from vaekit.data.tables import TABLE_SUFFIXES, is_table, read_table
 from vaekit.errors import ConfigError, DataError, VaeKitError
-from vaekit.extras import import_optional, install_hint
 from vaekit.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class ReadOptions:
     grayscale: bool | None = None
     columns: tuple[str, ...] | None = None
     label_column: str | None = None
+    categories: tuple[tuple[str, tuple[str, ...]], ...] | None = None  # tables: the model's string columns
 
 
 class Reader(Protocol):
@@ -89,6 +91,14 @@ class _SuffixReader:
 
     def read(self, path: Path, options: ReadOptions) -> RawData:
         return self.function(path, options)  # type: ignore[operator, no-any-return]
+
+
+@dataclass(frozen=True)
+class _TableReader(_SuffixReader):
+    """Tables: matched by the whole suffix (``.csv.gz`` too)."""
+
+    def matches(self, path: Path) -> bool:
+        return path.is_file() and is_table(path)
 
 
 # What numpy raises on a damaged or forged .npy/.npz file. It reads an .npy header by tokenizing and evaluating
@@ -147,42 +157,7 @@ def _read_npz(path: Path, options: ReadOptions) -> RawData:
 
 
 def _read_table(path: Path, options: ReadOptions) -> RawData:
-    columns, label_column = options.columns, options.label_column
-    pd = import_optional("pandas", "tables", "reading tables", DataError)
-    try:
-        if path.suffix.lower() == ".csv":
-            table = pd.read_csv(path)
-        else:
-            table = pd.read_parquet(path)
-    except ImportError:
-        raise DataError(f"reading Parquet files needs the pyarrow package: {install_hint('tables')}") from None
-    except Exception as exc:  # pandas raises many parser-specific types
-        raise DataError(f"cannot read table {str(path)!r}: {exc}") from None
-    names = [str(c) for c in table.columns]
-    table.columns = names
-    if label_column is not None and label_column not in names:
-        raise DataError(f"label column {label_column!r} not in {str(path)!r}; columns: {', '.join(names)}")
-    if columns is None:
-        features = [c for c in names if c != label_column]
-    else:
-        missing = [c for c in columns if c not in names]
-        if missing:
-            raise DataError(
-                f"{str(path)!r} lacks columns {missing} that the model was trained on; give a table with them"
-            )
-        features = list(columns)
-    if not features:
-        raise DataError(f"{str(path)!r} has no feature columns; add numeric columns besides the label column")
-    for c in features:
-        if not pd.api.types.is_numeric_dtype(table[c]):
-            raise DataError(
-                f"column {c!r} of {str(path)!r} is not numeric ({table[c].dtype}); encode it as numbers, "
-                "drop it, or name it as data.label_column"
-            )
-    x = table[features].to_numpy(dtype=np.float32)  # (N, D)
-    labels = None if label_column is None else as_labels(table[label_column].to_numpy(), len(x), str(path))
-    scan_values(x, str(path))
-    return RawData(x, labels, (len(features),), "real", 1.0, str(path), tuple(features), label_column)
+    return read_table(path, options.columns, options.label_column, options.categories)
 
 
 def _read_images(path: Path, options: ReadOptions) -> RawData:
@@ -229,7 +204,7 @@ def _read_images(path: Path, options: ReadOptions) -> RawData:
 
 READERS.register("npy")(_SuffixReader(".npy", (".npy",), _read_npy))
 READERS.register("npz")(_SuffixReader(".npz", (".npz",), _read_npz))
-READERS.register("table")(_SuffixReader(".csv, .parquet", (".csv", ".parquet"), _read_table))
+READERS.register("table")(_TableReader(".csv, .parquet, .csv.gz", TABLE_SUFFIXES, _read_table))
 READERS.register("images")(_SuffixReader("a folder of .png/.jpg/.jpeg images", (), _read_images, folder=True))
 
 

@@ -14,6 +14,8 @@ for an existing model (``vaekit evaluate --data ...``). Registered: ``builtin`` 
 :data:`vaekit.data.readers.READERS`) and, from :mod:`vaekit.data.shards`, ``shards`` (a directory of ``.npy`` /
 ``.parquet`` shards, streamed).
 A new kind of data registers a source with a lower ``priority`` than ``file``, which takes any path.
+``data.format`` names the source to use instead of choosing by the path. A model whose stored preprocessing record
+is of a kind that names a registered source (``interactions``) reads its data through that source.
 
 Reading data for an existing model never refits anything and never rescales silently: a model whose input is in
 [0, 1] (binary or 8-bit-like data) takes any file whose values map into [0, 1] by the file's own kind (0/1 values
@@ -32,10 +34,11 @@ import numpy as np
 
 from vaekit.config import DataConfig
 from vaekit.data import builtin
-from vaekit.data.arrays import FEW_EXAMPLES, RawData, array_source, as_labels, fit_standardization
+from vaekit.data.arrays import FEW_EXAMPLES, RawData, array_source, as_labels
 from vaekit.data.examples import DataBundle, ExampleSet
-from vaekit.data.preprocessing import Preprocessing
+from vaekit.data.preprocessing import KINDS, Preprocessing
 from vaekit.data.readers import ReadOptions, read_path, supported
+from vaekit.data.scaling import fit_scaling
 from vaekit.errors import ConfigError, DataError
 from vaekit.registry import Registry
 
@@ -111,10 +114,12 @@ class _FileSource:
         return split(read_path(cfg.source, options), None, cfg)
 
     def examples(self, source: str, preprocessing: Preprocessing, data_dir: str | None, split: str) -> ExampleSet:
+        check_array_model(source, preprocessing)
         self._check_exists(source)
         grayscale = None if preprocessing.channels is None else preprocessing.channels == 1
         options = ReadOptions(image_size=preprocessing.image_size, grayscale=grayscale,
-                              columns=preprocessing.columns, label_column=preprocessing.label_column)
+                              columns=preprocessing.columns, label_column=preprocessing.label_column,
+                              categories=preprocessing.categories)
         return _for_model(read_path(source, options), source, preprocessing)
 
 
@@ -147,6 +152,14 @@ def load_data(cfg: DataConfig) -> DataBundle:
         Missing, unreadable, empty or non-finite data, too few examples for the split, or binarization of
         data outside [0, 1].
     """
+    if cfg.format != "auto":  # the source named by data.format, whatever the path looks like
+        if cfg.format not in SOURCES:
+            valid = ", ".join(SOURCES.names())
+            raise ConfigError(f"unknown data.format {cfg.format!r}; choose auto or one of: {valid}")
+        return SOURCES.get(cfg.format).load(cfg)
+    if not cfg.source.strip():  # "" would read the working directory as a folder of data
+        raise ConfigError("data.source is empty; pass the data with --data NAME_OR_PATH (presets such as tabular and "
+                          "fsdd train on your files)")
     return source_for(cfg.source).load(cfg)
 
 
@@ -200,7 +213,7 @@ def split(raw: RawData, test: RawData | None, cfg: DataConfig) -> DataBundle:
 
     mean = std = None
     if raw.kind == "real" and cfg.standardize:
-        mean, std = fit_standardization(raw.x, train_rows, raw.scale)
+        mean, std = fit_scaling(raw.x, train_rows, raw.scale, cfg.scaling)
     if cfg.binarize != "none" and raw.kind not in ("unit", "binary"):
         raise DataError(
             f"data.binarize={cfg.binarize!r} needs values in [0, 1] but {raw.source!r} holds real values; "
@@ -210,6 +223,7 @@ def split(raw: RawData, test: RawData | None, cfg: DataConfig) -> DataBundle:
         shape=raw.shape, kind=raw.kind, scale=raw.scale, mean=mean, std=std, columns=raw.columns,
         image_size=raw.image_size, channels=raw.channels, source=raw.source, label_column=raw.label_column,
         data_dir=cfg.data_dir if raw.source in DATASETS else None,
+        scaling=cfg.scaling if mean is not None else "standard", categories=raw.categories,
     )
     seed = cfg.seed if cfg.binarize == "static" else None
     bundle = DataBundle(
@@ -254,11 +268,34 @@ def load_examples(
     if data_dir is None and preprocessing.data_dir and source == preprocessing.source:
         recorded = builtin.resolve_data_dir(preprocessing.data_dir)
         data_dir = str(recorded) if recorded.is_dir() else None
+    kind = getattr(preprocessing, "kind", "")
+    if kind in SOURCES:  # a record of its own kind of data (interactions): read through the source of that kind
+        return SOURCES.get(kind).examples(source, preprocessing, data_dir, split)
     return source_for(source).examples(source, preprocessing, data_dir, split)
+
+
+def has_test_split(source: str, preprocessing: Preprocessing) -> bool:
+    """Whether ``source``, read for a model with ``preprocessing``, has its own ``train`` and ``test`` splits
+    (:func:`load_examples` ``split``): the built-in datasets, and sources whose optional
+    ``has_test_split(source, preprocessing)`` method says so (an audio folder with a test rule)."""
+    if source in DATASETS:
+        return True
+    check = getattr(source_for(source), "has_test_split", None)
+    return bool(check(source, preprocessing)) if check is not None else False
+
+
+def check_array_model(source: str, preprocessing: Preprocessing) -> None:
+    """DataError unless the model reads arrays: a record of another kind of data (text, ...) is not read as arrays."""
+    if preprocessing.kind not in KINDS:
+        raise DataError(
+            f"{source!r} is read as arrays (built-in images, .npy, tables, image folders), but the model was trained "
+            f"on {preprocessing.kind} data ({preprocessing.source or 'unknown source'}); give it data like that"
+        )
 
 
 def _for_model(raw: RawData, source: str, preprocessing: Preprocessing) -> ExampleSet:
     """``raw`` as an ExampleSet through the model's preprocessing, its raw scale mapped (see the module docstring)."""
+    check_array_model(source, preprocessing)
     if raw.shape != tuple(preprocessing.shape):
         raise DataError(
             f"{source!r} has examples of shape {raw.shape} but the model expects "

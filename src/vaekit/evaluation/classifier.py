@@ -420,7 +420,7 @@ def get_classifier(
     DataError
         If the data has no labels.
     """
-    from vaekit.data import DATASETS, load_examples
+    from vaekit.data import has_test_split, load_examples
 
     key = classifier_key(source, preprocessing, settings)
     folder = cache_root(cache_dir) / f"{_slug(source)}-{key}"
@@ -431,7 +431,7 @@ def get_classifier(
             return classifier
         except ModelFileError as exc:
             logger.warning("%s; retraining it", exc)
-    if source in DATASETS:
+    if has_test_split(source, preprocessing):  # built-in datasets, audio folders with a test rule
         x_train, y_train = _labelled(load_examples(source, preprocessing, data_dir=data_dir, split="train"), source)
         x_test, y_test = _labelled(load_examples(source, preprocessing, data_dir=data_dir, split="test"), source)
     else:

@@ -4,7 +4,14 @@ All figures are means over the evaluated examples, in nats per example, summed o
 over latent dimensions. The NLL is the importance-weighted bound -L_k (Burda et al. 2015,
 arXiv:1509.00519) with ``k`` samples, computed ``chunk_size`` samples at a time so memory stays bounded.
 Binary-data models trained with dynamic binarization are evaluated on one Bernoulli draw of the data seeded
-by ``seed`` (stated in the report).
+by ``seed`` (stated in the report). A model without a latent variable (``latent_dim = 0``: a language model) has
+an exact likelihood, equal to every importance-weighted bound, and is evaluated with k = 1.
+
+A kind of data adds figures of its own through :data:`REPORT_EXTENSIONS`, keyed by the model's modality (text:
+perplexity, bits per token, out-of-vocabulary words, mutual information; :mod:`vaekit.evaluation.text`): its
+``measure`` returns JSON-ready numbers (``EvalReport.extras``) and table rows, and ``omits`` names the generic
+figures that mean nothing for that data (bits per padded "dimension", squared error of token ids), which the table
+leaves out and the JSON reports as ``null``.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
@@ -22,11 +29,28 @@ from tqdm.auto import tqdm
 from vaekit.errors import ConfigError, DataError
 from vaekit.models import LatentVariableModel, as_model
 from vaekit.models.bounds import bits_per_dim, elbo, iwae_bound
-from vaekit.models.inputs import model_data
+from vaekit.models.inputs import examples_for, model_data
+from vaekit.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # variance of the posterior mean across data (Burda et al. 2015)
+
+
+class ReportExtension(Protocol):
+    """What one modality adds to the evaluation report (see the module docstring)."""
+
+    omits: tuple[str, ...]  # EvalReport fields that mean nothing for this data
+
+    def measure(
+        self, model: LatentVariableModel, x: torch.Tensor, examples: Any, report: EvalReport, seed: int
+    ) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """JSON-ready figures and the table rows that show them, for the evaluated examples ``x`` (read as
+        ``examples``, ``None`` for a tensor) and the generic ``report``."""
+        ...
+
+
+REPORT_EXTENSIONS: Registry[ReportExtension] = Registry("evaluation report extension")  # keyed by modality
 
 
 @dataclass
@@ -53,10 +77,17 @@ class EvalReport:
     kl_per_layer: list[float] = field(default_factory=list)
     seconds: float = 0.0
     sample_quality: dict[str, Any] | None = None  # vaekit.quality.QualityReport.to_dict(), with samples > 0
+    heldout: dict[str, Any] | None = None  # metrics of held-out targets the data carries (ranking of interactions)
+    extras: dict[str, Any] = field(default_factory=dict)  # figures of a REPORT_EXTENSIONS entry
+    omitted: list[str] = field(default_factory=list)  # fields that mean nothing for this data (null in JSON)
+    extra_rows: list[tuple[str, str]] = field(default_factory=list)  # the table rows of the extras
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field."""
-        return asdict(self)
+        """A JSON-ready dict of every field (the omitted ones ``null``; the extras' table rows left out)."""
+        data = asdict(self)
+        data.pop("extra_rows")
+        data.update({name: None for name in self.omitted})
+        return data
 
     def format_table(self) -> str:
         """A human-readable table."""
@@ -65,7 +96,8 @@ class EvalReport:
             ("ELBO", f"{self.elbo:.3f} nats"),
             ("  E_q[log p(x|z)]", f"{self.log_px_z:.3f} nats"),
             ("  KL(q(z|x) || p(z))", f"{self.kl:.3f} nats"),
-            (f"NLL (IWAE, k={self.k})", f"{self.nll_nats:.3f} nats"),
+            ("NLL (exact: no latent variable)" if self.latent_dim == 0 else f"NLL (IWAE, k={self.k})",
+             f"{self.nll_nats:.3f} nats"),
             ("bits/dim (NLL)", f"{self.bits_per_dim:.4f}"),
             ("bits/dim (-ELBO)", f"{self.elbo_bits_per_dim:.4f}"),
             ("active units", f"{self.active_units} / {self.latent_dim} (Var[mu] > {ACTIVE_UNIT_THRESHOLD})"),
@@ -81,14 +113,31 @@ class EvalReport:
                 if len(self.kl_per_dim) <= 64
                 else f"{len(self.kl_per_dim)} values (in the JSON report)",
             ),
+            *self.extra_rows,
             ("time", f"{self.seconds:.1f} s (k={self.k} in chunks of {self.chunk_size}, seed {self.seed})"),
         ]
+        shown = {"bits_per_dim": "bits/dim (NLL)", "elbo_bits_per_dim": "bits/dim (-ELBO)",
+                 "recon_mse": "reconstruction MSE"}
+        hidden = {shown.get(name, name) for name in self.omitted}
+        rows = [(name, value) for name, value in rows if name not in hidden]
         if self.sample_quality is not None:
             from vaekit.evaluation.quality import quality_rows
 
             rows += quality_rows(self.sample_quality)
+        if self.heldout:
+            rows += heldout_rows(self.heldout)
         width = max(len(name) for name, _ in rows)
         return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
+
+
+def heldout_rows(heldout: dict[str, Any]) -> list[tuple[str, str]]:
+    """Table rows of the held-out metrics (:meth:`vaekit.data.interactions.InteractionExamples.heldout_metrics`)."""
+    users = heldout.get("users", 0)
+    rows = [("held-out items", f"{users} users: their fold-in items in, the held-out ones ranked among the items "
+             "not folded in")]
+    rows += [(f"  {name.replace('recall', 'Recall').replace('ndcg', 'NDCG')}", f"{value:.4f}")
+             for name, value in heldout.items() if name != "users"]
+    return rows
 
 
 @torch.no_grad()
@@ -144,10 +193,15 @@ def evaluate(
         raise ConfigError(f"chunk_size must be at least 1, got {chunk_size}; omit it for the default")
     model = as_model(model)
     model.eval()
+    if model.latent_dim == 0 and k > 1:  # no latent variable: every bound is the exact log-likelihood
+        logger.info("the model has no latent variable: its likelihood is exact, evaluated once (k=1, not %d)", k)
+        k = 1
+    examples = None
     if isinstance(data, torch.Tensor):
         x_all, y_all, source, how = data.to(model.device), labels, "tensor", "as given"
     else:
-        x_all, y_all, source, how = model_data(model, data, data_dir, seed)
+        examples = examples_for(model, data, data_dir)
+        x_all, y_all, source, how = model_data(model, data, data_dir, seed, examples=examples)
     if not model.num_classes:
         y_all = None  # unconditional models ignore labels
     if len(x_all) == 0:
@@ -158,8 +212,16 @@ def evaluate(
     start = time.perf_counter()
     sums = _accumulate(model, x_all, y_all, k, chunk, batch_size, progress)
     report = _report(model, sums, len(x_all), source, how, k, chunk, seed, time.perf_counter() - start)
+    if model.modality() in REPORT_EXTENSIONS:
+        extension = REPORT_EXTENSIONS.get(model.modality())
+        report.extras, report.extra_rows = extension.measure(model, x_all, examples, report, seed)
+        report.omitted = list(extension.omits)
+        report.seconds = time.perf_counter() - start
     if not math.isfinite(report.nll_nats):
         logger.warning("the NLL estimate is not finite; the model may have diverged")
+    hook = getattr(examples, "heldout_metrics", None)  # data with held-out targets: interactions' ranking metrics
+    if hook is not None:
+        report.heldout = hook(lambda x: model.reconstruct(x.to(model.device))) or None
     if samples:  # a negative count reaches sample_quality, which rejects it
         from vaekit.evaluation.quality import sample_quality
 
@@ -209,7 +271,7 @@ def _report(
     seconds: float,
 ) -> EvalReport:
     mu = torch.cat(sums.means)
-    variances = mu.var(dim=0, unbiased=True) if n > 1 else torch.zeros(model.latent_dim)
+    variances = mu.var(dim=0, unbiased=True) if n > 1 and model.latent_dim else torch.zeros(model.latent_dim)
     kl_dims = sums.kl_dims if sums.kl_dims is not None else torch.zeros(model.latent_dim, dtype=torch.float64)
     nll = sums.nll / n
     return EvalReport(

@@ -13,6 +13,7 @@
 """
 
 from vaekit.models import hierarchical as _hierarchical  # noqa: F401  (registers the "hierarchical" family)
+from vaekit.models import text as _text  # noqa: F401  (registers the "text" family)
 from vaekit.models import vae as _vae  # noqa: F401  (registers the "vae" family)
 from vaekit.models.contract import ContractExample, LatentVariableModel
 from vaekit.models.families import FAMILIES, build_model, family_name

@@ -82,6 +82,7 @@ class LatentVariableModel(nn.Module):
     """
 
     family: ClassVar[str] = ""
+    allows_no_latent: ClassVar[bool] = False  # whether the family builds with model.latent_dim = 0 (no latent)
     config: ModelConfig
     data_shape: tuple[int, ...]
     likelihood: Likelihood
@@ -123,11 +124,30 @@ class LatentVariableModel(nn.Module):
         return self.decode(z.reshape(-1, z.shape[-1]), y)
 
     def modality(self) -> str:
-        """What the examples are, for the writers of the verbs (:data:`vaekit.apps.writers.WRITERS`): ``image``
-        for C x H x W data with 1 or 3 channels that is not real-valued (standardized), else ``vector``."""
+        """What the examples are, for the writers of the verbs (:data:`vaekit.apps.writers.WRITERS`): the
+        ``modality`` a preprocessing record declares (``audio``, ...), else ``image`` for C x H x W data with 1 or 3
+        channels that is not real-valued (standardized), else ``vector``."""
+        declared = getattr(self.preprocessing, "modality", None)
+        if isinstance(declared, str):
+            return declared
         kind = getattr(self.preprocessing, "kind", None) or ("real" if self.config.likelihood == "gaussian" else "unit")
         image = len(self.data_shape) == 3 and self.data_shape[0] in (1, 3)
         return "image" if image and kind != "real" else "vector"
+
+    @classmethod
+    def for_data(cls, config: ModelConfig, preprocessing: Any) -> ModelConfig:
+        """The config to build for data prepared by ``preprocessing`` (training calls this before building): the
+        settings a family takes from its data (the text family: the vocabulary size), or :class:`DataError` for
+        data the family cannot model. The default takes none, and refuses data whose record names the families
+        that model it (``preprocessing.families``, e.g. text) when this family is not among them."""
+        families = getattr(preprocessing, "families", None)
+        if families and cls.family not in families:
+            raise DataError(
+                f"{getattr(preprocessing, 'source', '') or 'the data'} is {getattr(preprocessing, 'kind', '?')} data, "
+                f"which the {cls.family!r} family does not model; train it with model.family="
+                f"{' or '.join(families)} (e.g. a preset made for it)"
+            )
+        return config
 
     @classmethod
     def contract_examples(cls) -> list[ContractExample]:

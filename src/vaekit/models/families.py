@@ -16,6 +16,8 @@ the ``auto`` choice, which is what they were. A new family subclasses
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from vaekit.config import ModelConfig
@@ -41,10 +43,22 @@ def family_name(config: ModelConfig) -> str:
 def check_names(config: ModelConfig) -> None:
     """Raise :class:`vaekit.errors.ConfigError` (naming the key and listing the valid names) for a family,
     architecture, likelihood, activation or prior name that nothing registered."""
-    FAMILIES.get(family_name(config))
+    family = FAMILIES.get(family_name(config))
+    if config.latent_dim == 0 and not family.allows_no_latent:
+        raise ConfigError(
+            f"model.latent_dim=0 (no latent variable) builds only the language-model baseline of the text family; "
+            f"the {family.family!r} family needs model.latent_dim >= 1"
+        )
     for registry, value in ((ARCHITECTURES, config.architecture), (LIKELIHOODS, config.likelihood),
                             (ACTIVATIONS, config.activation), (PRIORS, config.prior)):
         registry.get(value)
+
+
+def config_for_data(config: ModelConfig, preprocessing: Any) -> ModelConfig:
+    """The config the family builds for data prepared by ``preprocessing``
+    (:meth:`vaekit.models.contract.LatentVariableModel.for_data`: settings taken from the data, or DataError for
+    data the family does not model)."""
+    return FAMILIES.get(family_name(config)).for_data(config, preprocessing)
 
 
 def count_parameters(config: ModelConfig, data_shape: tuple[int, ...]) -> int:

@@ -111,6 +111,11 @@ class HierarchicalVAE(LatentVariableModel):
             raise ConfigError(
                 "a hierarchical VAE's latent is its prior noise, N(0, I); leave model.prior=standard_normal"
             )
+        if config.input_norm != "none" or config.input_dropout:
+            raise ConfigError(
+                "model.input_norm and model.input_dropout are settings of the one-layer 'vae' family (Mult-VAE); "
+                "leave them at none and 0 for a hierarchical VAE"
+            )
         self.config = dataclasses.replace(config, family=self.family)  # the config names the family it built
         self.data_shape = tuple(int(d) for d in data_shape)
         self.likelihood: Likelihood = LIKELIHOODS.get(config.likelihood)(self.data_shape, config)

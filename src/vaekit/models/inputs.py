@@ -49,16 +49,18 @@ def binarization_of(model: LatentVariableModel) -> str:
 
 
 def model_data(
-    model: LatentVariableModel, data: str | None, data_dir: str | None, seed: int, split: str = "test"
+    model: LatentVariableModel, data: str | None, data_dir: str | None, seed: int, split: str = "test",
+    examples: ExampleSet | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, str, str]:
-    """Evaluation data as one tensor on the model's device, binarized like the model's training data.
+    """Evaluation data as one tensor on the model's device, binarized like the model's training data (``examples``:
+    the set :func:`examples_for` already read, else read here).
 
     Returns
     -------
     tuple
         (x (N, *shape), labels (N,) or ``None``, source, a description of the binarization for reports).
     """
-    examples = examples_for(model, data, data_dir, split)
+    examples = examples if examples is not None else examples_for(model, data, data_dir, split)
     x = examples.tensor().to(model.device)
     y = None if examples.labels is None else torch.as_tensor(examples.labels, dtype=torch.long, device=x.device)
     mode = binarization_of(model)

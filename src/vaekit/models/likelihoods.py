@@ -15,7 +15,7 @@ import math
 
 import torch
 from torch import nn
-from torch.distributions import Bernoulli, Distribution, Independent, Normal
+from torch.distributions import Bernoulli, Distribution, Independent, Laplace, Normal
 from torch.nn import functional as F
 
 from vaekit.config import ModelConfig
@@ -29,10 +29,16 @@ class Likelihood(nn.Module):
     """Base class: a decoder-parameterised distribution over one example of shape ``data_shape``."""
 
     param_channels: int = 1
+    scaled: bool = False  # has a scale that model.likelihood_scale=decoder can have the decoder predict
 
     def __init__(self, data_shape: tuple[int, ...], config: ModelConfig) -> None:
         super().__init__()
         self.data_shape = tuple(data_shape)
+        if config.likelihood_scale != "feature" and not self.scaled:
+            raise ConfigError(
+                f"model.likelihood_scale={config.likelihood_scale} needs a likelihood with a scale (gaussian, "
+                f"laplace), not {config.likelihood}; leave it at feature"
+            )
 
     def check_support(self, x: torch.Tensor) -> None:
         """Raise :class:`DataError` if ``x`` has values this likelihood cannot model."""
@@ -66,11 +72,23 @@ class BernoulliLikelihood(Likelihood):
 @LIKELIHOODS.register("gaussian")
 class GaussianLikelihood(Likelihood):
     """Independent Normal per element: the decoder gives the mean; the scale is learned per feature
-    (``gaussian_scale=None``) or fixed (``gaussian_scale=s``)."""
+    (``gaussian_scale=None``), fixed (``gaussian_scale=s``) or predicted by the decoder per element
+    (``likelihood_scale=decoder``). Learned and predicted log-scales are floored at -7 (as the Laplace's): a
+    feature that never varies in training (a constant table column) would otherwise drive its scale towards 0
+    and the density, the loss and the scores without bound."""
+
+    scaled = True
 
     def __init__(self, data_shape: tuple[int, ...], config: ModelConfig) -> None:
         super().__init__(data_shape, config)
-        if config.gaussian_scale is None:
+        if config.likelihood_scale == "decoder":
+            if config.gaussian_scale is not None:
+                raise ConfigError(
+                    "model.gaussian_scale fixes the scale but model.likelihood_scale=decoder predicts it; set "
+                    "gaussian_scale=null or likelihood_scale=feature"
+                )
+            self.param_channels = 2  # mean and log-scale per element
+        elif config.gaussian_scale is None:
             self.log_scale = nn.Parameter(torch.zeros(self.data_shape))
         else:
             if config.gaussian_scale <= 0:
@@ -82,8 +100,121 @@ class GaussianLikelihood(Likelihood):
 
     def forward(self, params: torch.Tensor) -> Distribution:
         mean = params[:, 0]  # (B, *shape)
-        scale = self.log_scale.exp().expand_as(mean)
+        if self.param_channels == 2:
+            scale = params[:, 1].clamp(min=MIN_LOG_SCALE).exp()
+        elif isinstance(self.log_scale, nn.Parameter):  # learned per feature
+            scale = self.log_scale.clamp(min=MIN_LOG_SCALE).exp().expand_as(mean)
+        else:
+            scale = self.log_scale.exp().expand_as(mean)
         return Independent(Normal(mean, scale, validate_args=False), len(self.data_shape))
+
+
+@LIKELIHOODS.register("laplace")
+class LaplaceLikelihood(Likelihood):
+    """Independent Laplace per element: the decoder gives the location (also the mean); the scale b is learned
+    per feature, like the Gaussian's, or predicted by the decoder per element (``likelihood_scale=decoder``)
+    (``log p = -|x - mu| / b - log 2b``).
+
+    Heavier-tailed than a Gaussian and its loss is an absolute error, so a few badly predicted values (the onset of
+    a sound, a loud harmonic in a log-mel spectrogram) cost linearly rather than quadratically. Scales are kept
+    above ``e^-7`` (as the discretized logistic's) so a feature that never varies cannot draw unbounded density.
+    """
+
+    scaled = True
+
+    def __init__(self, data_shape: tuple[int, ...], config: ModelConfig) -> None:
+        super().__init__(data_shape, config)
+        if config.likelihood_scale == "decoder":
+            self.param_channels = 2  # location and log-scale per element
+        else:
+            self.log_scale = nn.Parameter(torch.zeros(self.data_shape))
+
+    def forward(self, params: torch.Tensor) -> Distribution:
+        loc = params[:, 0]  # (B, *shape)
+        log_scale = params[:, 1] if self.param_channels == 2 else self.log_scale.expand_as(loc)
+        scale = log_scale.clamp(min=MIN_LOG_SCALE).exp()
+        return Independent(Laplace(loc, scale, validate_args=False), len(self.data_shape))
+
+
+# -- counts over categories: interactions of a user with items ----------------------------------------------------
+class MultinomialCounts(Distribution):
+    """p(x | N): the D values of an example as counts of D categories (items a user interacted with), given their
+    total N = sum_i x_i, with category probabilities pi = softmax(logits) (Liang et al. 2018, arXiv:1802.05814)::
+
+        log p(x | N) = log N! - sum_i log x_i! + sum_i x_i log pi_i          (nats per example)
+
+    For 0/1 interactions the middle term is 0 and the first a constant of the example, so training follows
+    Mult-VAE's ``sum_i x_i log pi_i``; keeping the constants makes the ELBO a true bound on log p(x | N).
+
+    Parameters
+    ----------
+    logits
+        (B, *shape) unnormalised log-probabilities; normalised over all the values of an example.
+
+    ``mean`` is pi (B, *shape), the mean of one draw (N = 1): the chance that a user's next interaction is each
+    item, which is what a recommender ranks by. ``sample()`` draws one interaction per example (one-hot).
+    """
+
+    arg_constraints: dict = {}  # noqa: RUF012 (torch's API)
+    has_rsample = False
+
+    def __init__(self, logits: torch.Tensor) -> None:
+        self._logits = logits
+        super().__init__(logits.shape[:1], logits.shape[1:], validate_args=False)
+
+    @property
+    def logits(self) -> torch.Tensor:
+        """The decoder's logits (B, *shape)."""
+        return self._logits
+
+    @property
+    def log_probs(self) -> torch.Tensor:
+        """log pi (B, *shape), normalised over each example's values."""
+        return torch.log_softmax(self._logits.flatten(1), dim=1).reshape(self._logits.shape)
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """pi (B, *shape): each example's values sum to 1."""
+        return torch.softmax(self._logits.flatten(1), dim=1).reshape(self._logits.shape)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """pi (B, *shape), the mean of one draw (see the class docstring)."""
+        return self.probs
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        counts = x.reshape(x.shape[0], -1)  # (B, D)
+        log_pi = torch.log_softmax(self._logits.flatten(1), dim=1)  # (B, D)
+        total = counts.sum(1)  # (B,) N
+        coefficient = torch.lgamma(total + 1) - torch.lgamma(counts + 1).sum(1)  # log N! / prod x_i!
+        return coefficient + (counts * log_pi).sum(1)
+
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> torch.Tensor:
+        if tuple(sample_shape):
+            raise ValueError("MultinomialCounts.sample draws one sample per batch element")
+        with torch.no_grad():
+            flat = self.probs.flatten(1)  # (B, D)
+            pick = torch.multinomial(flat, 1)  # (B, 1)
+            return torch.zeros_like(flat).scatter_(1, pick, 1.0).reshape(self._logits.shape)
+
+
+@LIKELIHOODS.register("multinomial")
+class MultinomialLikelihood(Likelihood):
+    """Counts over the values of an example (a user's interactions with items): a multinomial whose probabilities
+    are a softmax over all values, the likelihood of Mult-VAE (Liang et al. 2018, arXiv:1802.05814). The data are
+    non-negative integer counts (0/1 for implicit feedback); see :class:`MultinomialCounts`."""
+
+    def forward(self, params: torch.Tensor) -> Distribution:
+        return MultinomialCounts(params[:, 0])  # (B, *shape)
+
+    def check_support(self, x: torch.Tensor) -> None:
+        super().check_support(x)
+        bad = (x < 0) | (x != torch.round(x))
+        if bool(bad.any()):
+            raise DataError(
+                f"the multinomial likelihood models counts (non-negative integers, such as 0/1 interactions), got "
+                f"the value {float(x[bad][0]):g}; give interaction data or use model.likelihood=bernoulli/gaussian"
+            )
 
 
 # -- 8-bit data: discretized (mixture of) logistics --------------------------------------------------------

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from vaekit._version import __version__
 from vaekit.config import Config
-from vaekit.data.preprocessing import Preprocessing
+from vaekit.data.preprocessing import preprocessing_from_dict
 from vaekit.errors import ConfigError, ModelFileError
 from vaekit.files import atomic_dir, save_tensors
 from vaekit.models.contract import LatentVariableModel
@@ -146,7 +146,7 @@ def load(path: str | Path, device: str | None = None) -> LatentVariableModel:
             f"model weights in {str(model_dir)!r} do not match its config.json; the directory is corrupted"
         ) from None
     if metadata.get("preprocessing") is not None:
-        model.preprocessing = Preprocessing.from_dict(metadata["preprocessing"])
+        model.preprocessing = preprocessing_from_dict(metadata["preprocessing"])
     model.metadata = metadata
     model.eval()
     if device is not None:

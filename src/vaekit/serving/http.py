@@ -10,7 +10,11 @@
     POST /v1/sample        n, temperature  -> x (n, *shape), seed        vaekit.sample.sample
     POST /v1/score         x, method, k    -> scores (B,)                vaekit.score.anomaly_scores
     POST /v1/interpolate   z_a, z_b, steps -> x (steps, *shape)          vaekit.interpolate.lerp / slerp
-    GET  /                 the latent explorer (image models), else a page saying why not
+    POST /v1/recommend     items, k        -> items, scores, ignored     vaekit.apps.recommendation.top_items
+    POST /v1/sound         x (audio models) -> wav: base64 WAV (B,)     AudioPreprocessing.to_waveforms
+    POST /v1/text/...      sentences as JSON strings (text models): encode, score, sample, reconstruct,
+                           interpolate                                  vaekit.serving.text
+    GET  /                 the latent explorer (image and audio models), else a page saying why not
 
 Arrays travel as nested JSON lists, or (for large batches) as base64-encoded ``.npy`` files in the ``*_npy``
 fields, read with ``allow_pickle=False``; ``"output": "npy"`` answers in the same form. Arrays are in the
@@ -54,6 +58,7 @@ from vaekit.apps.interpolation import INTERPOLATIONS
 from vaekit.apps.scoring import SCORES, UNITS
 from vaekit.errors import ConfigError
 from vaekit.models import LatentVariableModel
+from vaekit.serving.recommendations import add_recommend_route
 from vaekit.serving.service import (
     MAX_TEMPERATURE,
     Limits,
@@ -63,6 +68,7 @@ from vaekit.serving.service import (
     read_array,
     require,
 )
+from vaekit.serving.text import add_text_routes
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +78,8 @@ INLINE_EXAMPLES = 64  # requests of at most this many example passes run on the 
 MAX_ERRORS = 20  # entries of an error answer's "detail"; one more entry counts the rest
 MAX_ECHO = 100  # characters of a request's own text (a key name) that an error answer repeats
 STATIC_FILES = {"explorer.js": "text/javascript", "explorer.css": "text/css"}
+MAX_SOUND_EXAMPLES = 64  # examples per /v1/sound request: Griffin-Lim costs about 0.1-0.5 s a clip on one core
+MAX_GRIFFIN_LIM_ITERS = 1000
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -236,6 +244,8 @@ def create_app(
     app.state.service = service
     _add_error_handlers(app)
     _add_api_routes(app, service, _schemas(service, limits_))
+    add_recommend_route(app, service, _request_base())  # POST /v1/recommend (recommenders; a 422 for other models)
+    add_text_routes(app, service, _request_base())  # POST /v1/text/* (text models; a 422 for other models)
     _add_pages(app, service)
     return app
 
@@ -316,10 +326,27 @@ def _schemas(service: Service, limits: Limits) -> SimpleNamespace:
         k: int
         unit: str
 
+    SoundRequest, SoundResponse = _sound_schemas(Examples)
     return SimpleNamespace(**{cls.__name__: cls for cls in (
         Examples, Latents, SampleRequest, ScoreRequest, InterpolateRequest, EncodeResponse, ExamplesResponse,
-        SampleResponse, ScoreResponse,
+        SampleResponse, ScoreResponse, SoundRequest, SoundResponse,
     )})
+
+
+def _sound_schemas(examples: Any) -> tuple[Any, Any]:
+    """The request and response of ``/v1/sound`` (audio models): examples plus Griffin-Lim iterations in, WAVs out."""
+    from pydantic import BaseModel, Field
+
+    class SoundRequest(examples):  # type: ignore[misc, valid-type]  # a base made at run time
+        griffin_lim_iters: int | None = Field(
+            None, ge=1, le=MAX_GRIFFIN_LIM_ITERS, description="Griffin-Lim iterations (default: the model's)"
+        )
+
+    class SoundResponse(BaseModel):
+        wav: list[str] = Field(description="one base64-encoded 16-bit PCM WAV file per example")
+        sample_rate: int
+
+    return SoundRequest, SoundResponse
 
 
 def _request_base() -> Any:
@@ -391,6 +418,13 @@ def _add_error_handlers(app: Any) -> None:
     async def validation_error(request: Any, exc: Any) -> Any:
         # FastAPI's default echoes the whole input back (megabytes for a big batch); keep where and what, bounded.
         return JSONResponse({"detail": _bounded(exc.errors())}, status_code=422)
+
+
+async def anyio_to_thread(work: Callable[[], Any]) -> Any:
+    """Run ``work`` in the thread pool (slow requests: Griffin-Lim), so it never stalls the event loop."""
+    import anyio
+
+    return await anyio.to_thread.run_sync(work)
 
 
 async def _run(examples: int, work: Callable[[], Any]) -> Any:
@@ -468,6 +502,17 @@ def _add_generative_routes(app: Any, service: Service, schemas: SimpleNamespace)
 
         return await _run(_rows(body.x) * body.k, work)
 
+    @app.post("/v1/sound", summary="Audio models: examples (log-mel spectrograms) as WAV files, by Griffin-Lim")
+    async def sound(body: schemas.SoundRequest) -> schemas.SoundResponse:
+        def work() -> Any:
+            x = service.batch(body.x, body.x_npy, "x", body.raw)
+            if len(x) > MAX_SOUND_EXAMPLES:
+                raise RequestError("x", f"holds {len(x)} examples; send at most {MAX_SOUND_EXAMPLES} per request")
+            wav, rate = service.sound(x, body.griffin_lim_iters)
+            return schemas.SoundResponse(wav=wav, sample_rate=rate)
+
+        return await anyio_to_thread(work)
+
     @app.post("/v1/interpolate", summary="Decode a path between two latent codes")
     async def interpolate(body: schemas.InterpolateRequest) -> schemas.ExamplesResponse:
         def work() -> Any:
@@ -482,7 +527,8 @@ def _add_pages(app: Any, service: Service) -> None:
     """The latent explorer page and its packaged static files."""
     from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-    page = _static("explorer.html") if service.image else _not_an_image_page(service.model)
+    explorable = service.image or service.modality == "audio"  # audio: spectrograms drawn, clips played
+    page = _static("explorer.html") if explorable else _not_an_image_page(service.model)
     static_files = {name: _static(name) for name in STATIC_FILES}
 
     @app.get("/", include_in_schema=False)

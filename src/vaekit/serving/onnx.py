@@ -76,6 +76,8 @@ class LikelihoodOutputs:
 LIKELIHOOD_OUTPUTS: Registry[LikelihoodOutputs] = Registry("likelihood for export")
 LIKELIHOOD_OUTPUTS.register("bernoulli")(LikelihoodOutputs(("logits", "probs"), mean="probs"))
 LIKELIHOOD_OUTPUTS.register("gaussian")(LikelihoodOutputs(("loc", "scale"), mean="loc"))
+LIKELIHOOD_OUTPUTS.register("laplace")(LikelihoodOutputs(("loc", "scale"), mean="loc"))
+LIKELIHOOD_OUTPUTS.register("multinomial")(LikelihoodOutputs(("logits", "probs"), mean="probs"))
 
 FORMATS: Registry[Callable[..., Path]] = Registry("export format", "--format")
 

@@ -239,6 +239,7 @@ class Service:
         self.limits = limits
         self.threads = threads
         self.image = self.model.modality() == "image"
+        self.modality = self.model.modality()
 
     def pin_threads(self) -> None:
         """Give the calling thread ``threads`` torch threads.
@@ -341,6 +342,19 @@ class Service:
             path = interpolate_latents(z_a[0], z_b[0], steps, method)  # the registered paths, as the verb uses
         return self.decode(path, y, "label")
 
+    def sound(self, x: torch.Tensor, iterations: int | None) -> tuple[list[str], int]:
+        """Audio models: each example (model-space log-mel spectrogram) as a base64 16-bit WAV file, its phase by
+        ``iterations`` Griffin-Lim iterations (``None``: the model's default); and the sample rate."""
+        from vaekit.apps.audio import audio_record
+        from vaekit.data.audio import wav_bytes
+
+        self.pin_threads()
+        with _field("x"):
+            record = audio_record(self.model)
+            waves = record.to_waveforms(x.float().cpu().numpy(), iterations)  # (B, S)
+        rate = record.sample_rate
+        return [base64.b64encode(wav_bytes(wave, rate)).decode() for wave in waves], rate
+
     def card(self) -> dict[str, Any]:
         """The model card: what the model is, what it was trained on, how well it did, what it accepts."""
         model, metadata = self.model, self.model.metadata
@@ -355,6 +369,7 @@ class Service:
             "num_classes": model.num_classes,
             "num_dims": model.num_dims,
             "image": self.image,
+            "modality": self.modality,
             "preprocessing": None if model.preprocessing is None else model.preprocessing.to_dict(),
             "binarize": metadata.get("binarize"),
             "metrics": metadata.get("metrics"),

@@ -52,7 +52,7 @@ logger = logging.getLogger(__name__)
 
 STATE_DIR = "state"
 RUN_ENTRIES = ("best", "last", STATE_DIR, "config.json", "metrics.jsonl", "loss_curve.png", "samples.png",
-               "reconstructions.png")
+               "reconstructions.png", "samples.txt", "reconstructions.txt")
 
 
 @dataclass

@@ -35,6 +35,10 @@ class Feed:
     validation takes every N-th example. A :class:`ShardedExamples` split streams (see :mod:`vaekit.shards`)
     through one loader whose workers start here, before the loop starts threads of its own, and last the run.
     Dynamic binarization draws one fixed sample of the validation split, so its ELBOs compare across epochs.
+    A set with ``read_by_batch = True`` (sparse interaction rows) is never held as one dense tensor.
+    An example set with a ``batch_order(order, batch_size, generator)`` method chooses the batches of the order
+    itself (text: length-bucketed, :meth:`vaekit.data.text.TextExamples.batch_order`), shuffling them with the same
+    seeded generator (``None`` for validation), so resume stays exact.
     """
 
     def __init__(
@@ -58,7 +62,10 @@ class Feed:
             self.started: tuple[int, Iterator[Batch]] | None = (first_epoch, self.loader(first_epoch))
             return
         self.labelled = False
-        self.x = examples.tensor().to(ctx.device) if validation else on_device_if_small(examples, ctx.device)
+        if getattr(examples, "read_by_batch", False):  # sparse rows (interactions): densified a batch at a time
+            self.x = None
+        else:
+            self.x = examples.tensor().to(ctx.device) if validation else on_device_if_small(examples, ctx.device)
         self.y = split_labels(examples, config, ctx.device)
         if self.fixed_draw and self.x is not None:
             self.x = torch.bernoulli(self.x, generator=self._val_generator(rank=0))
@@ -92,8 +99,11 @@ class Feed:
         else:
             assert shuffle_gen is not None  # internal: training always passes the shared generator
             order = distributed.shard(torch.randperm(len(examples), generator=shuffle_gen), ctx.rank, ctx.world_size)
-        for start in range(0, len(order), b):
-            idx = order[start : start + b]
+        chunks = [order[start : start + b] for start in range(0, len(order), b)]
+        batch_order = getattr(examples, "batch_order", None)  # a set that orders its own batches (text: by length)
+        if batch_order is not None:
+            chunks = batch_order(order, b, None if self.validation else shuffle_gen)
+        for idx in chunks:
             x = self.x[idx.to(self.x.device)] if self.x is not None else examples.batch(idx).to(ctx.device)
             yield x, (None if self.y is None else self.y[idx.to(self.y.device)])
 

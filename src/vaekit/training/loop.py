@@ -44,7 +44,7 @@ from vaekit.errors import ConfigError, DataError, TrainingError
 from vaekit.memory import check_fits
 from vaekit.models import LatentVariableModel, build_model, load, save_model
 from vaekit.models.bounds import Terms, elbo, iwae_bound
-from vaekit.models.families import check_names, count_parameters
+from vaekit.models.families import check_names, config_for_data, count_parameters
 from vaekit.objectives import OBJECTIVES
 from vaekit.training import checkpoints, distributed, schedules
 from vaekit.training.checkpoints import State, Trainables
@@ -64,7 +64,8 @@ class TrainResult:
     run_dir
         The run directory.
     model_dir
-        The best model (highest validation ELBO), loadable with :func:`vaekit.load`.
+        The best model (highest validation ELBO, or the validation split's ``selection_metric``: NDCG@100 of held-out
+        interactions), loadable with :func:`vaekit.load`.
     last_dir
         The model after the last epoch.
     metrics
@@ -197,6 +198,7 @@ def train(
     resume: bool = False,
     progress: bool = False,
     data: DataBundle | None = None,
+    on_epoch: Callable[[dict[str, Any]], bool] | None = None,
 ) -> TrainResult:
     """Train a model and write a run directory.
 
@@ -219,6 +221,10 @@ def train(
     data
         Already-loaded data (for example arrays wrapped by :func:`vaekit.data.from_arrays`) used instead of
         ``config.data.source``; ``config.data`` still sets binarization.
+    on_epoch
+        Called with each epoch's metrics record once the epoch is committed (so a stop here keeps exact resume);
+        returning ``True`` ends the run there, as early stopping would. Under N processes every rank calls it with
+        the same record and must return the same answer. :func:`vaekit.sweep` prunes trials with it.
 
     Returns
     -------
@@ -244,7 +250,7 @@ def train(
     ctx = distributed.init_context(resolve_device(config.train.device))
     try:
         distributed.barrier(ctx)  # every rank has checked `out` before rank 0 writes into it
-        result = _train(config, out, resume, progress, data, ctx)
+        result = _train(config, out, resume, progress, data, ctx, on_epoch)
         distributed.barrier(ctx)  # rank 0 has written the run; all ranks leave the group together
         return result
     finally:
@@ -286,7 +292,8 @@ class _Run:
 
 
 def _train(
-    config: Config, out: Path, resume: bool, progress: bool, data: DataBundle | None, ctx: Context
+    config: Config, out: Path, resume: bool, progress: bool, data: DataBundle | None, ctx: Context,
+    on_epoch: Callable[[dict[str, Any]], bool] | None = None,
 ) -> TrainResult:
     bundle = data if data is not None else load_data(config.data)
     check_data(config, bundle, ctx)
@@ -300,6 +307,9 @@ def _train(
     while state.epoch < config.train.epochs:
         loss = _train_epoch(run, state)
         stopped_early, out_of_time = _end_epoch(run, state, loss)
+        if on_epoch is not None and on_epoch(state.metrics[-1]):
+            run.info("stopped after epoch %d by the on_epoch hook", state.epoch)
+            break
         if stopped_early or out_of_time:
             break
     return _finish(run, state, stopped_early)
@@ -308,11 +318,12 @@ def _train(
 def _setup(config: Config, bundle: DataBundle, ctx: Context, out: Path, progress: bool) -> _Run:
     """Seed, build the model, optimizer, EMA copy and generators; write ``config.json`` (rank 0)."""
     tc = config.train
-    weights = count_parameters(config.model, bundle.preprocessing.shape)
+    model_config = config_for_data(config.model, bundle.preprocessing)  # settings a family takes from its data
+    weights = count_parameters(model_config, bundle.preprocessing.shape)
     check_fits(16 * weights, f"training a model of {weights:,} weights (them, their gradients and Adam's two "
                "moments, float32)", "make the model smaller (model.hidden_dims, model.channels, model.latent_dim)")
     torch.manual_seed(tc.seed)
-    model = build_model(config.model, bundle.preprocessing.shape).to(ctx.device)
+    model = build_model(model_config, bundle.preprocessing.shape).to(ctx.device)
     model.preprocessing = bundle.preprocessing
     if ctx.is_main and not (out / "config.json").exists():
         checkpoints.write_run_config(config, out)  # only now: bad config, data or model leaves no run directory
@@ -337,16 +348,21 @@ def _setup(config: Config, bundle: DataBundle, ctx: Context, out: Path, progress
 def _choose_threads(run: _Run, state: State) -> None:
     """torch's thread count for this run (:mod:`vaekit.threads`), kept in the state: a resumed run computes with the
     count it started with, so it ends bit for bit where an uninterrupted one would (sums split over another number
-    of threads round differently). The FLOP count draws no random numbers of the run."""
+    of threads round differently). The FLOP count draws no random numbers of the run and leaves the model's buffers
+    (batch-norm statistics) as they were."""
     if run.ctx.device.type != "cpu":
         return
     if state.threads > 0 and run.config.train.threads == 0 and threads.chosen_by_user() is None:
         threads.apply(state.threads, "as when the run started")
         return
     model = run.parts.model
+    buffers = [b.clone() for b in model.buffers()]
     with torch.random.fork_rng(devices=[]):
         flops = threads.step_flops(model, lambda x, y: elbo(model, x, y=y).loss, run.val_feed.first(2),
                                    run.feed.batch_size)
+    with torch.no_grad():
+        for buffer, saved in zip(model.buffers(), buffers, strict=True):
+            buffer.copy_(saved)
     state.threads = threads.for_training(flops, run.config.train.threads)
 
 
@@ -442,6 +458,21 @@ def _skip(run: _Run, state: State, status: str) -> None:
         )
 
 
+@torch.no_grad()
+def heldout_metrics(model: LatentVariableModel, examples: object, device: torch.device) -> dict[str, Any]:
+    """Metrics a validation split computes itself from the model's predictions (``reconstruct``: the mean of p(x|z)
+    at the posterior mean), named ``val_<name>``: the ranking metrics of held-out interactions
+    (:meth:`vaekit.data.interactions.InteractionExamples.heldout_metrics`); nothing for other data. A split with a
+    ``selection_metric`` (``ndcg@100``) picks the best model by it instead of by the validation ELBO."""
+    hook = getattr(examples, "heldout_metrics", None)
+    if hook is None:
+        return {}
+    model.eval()
+    metrics = hook(lambda x: model.reconstruct(x.to(device)))
+    model.train()
+    return {f"val_{name}": value for name, value in metrics.items()}
+
+
 def _end_epoch(run: _Run, state: State, train_loss: float) -> tuple[bool, bool]:
     """Validate, record, commit the epoch (rank 0 writes); return (stop early, out of time)."""
     tc, config = run.config.train, run.config
@@ -453,6 +484,7 @@ def _end_epoch(run: _Run, state: State, train_loss: float) -> tuple[bool, bool]:
         "train_loss": train_loss,
         **validate(run.eval_model, run.val_feed.batches(), len(run.val_feed.examples), run.ctx,
                    tc.eval_k if nll_due else 0),
+        **heldout_metrics(run.eval_model, run.val_feed.examples, run.ctx.device),
         "kl_weight": schedules.kl_weight(state.step, run.total_steps, config, state.train_time_s),
         "lr": schedules.learning_rate(state.step, run.total_steps, config, state.train_time_s),
         "skipped_steps": state.skipped_steps,
@@ -460,18 +492,21 @@ def _end_epoch(run: _Run, state: State, train_loss: float) -> tuple[bool, bool]:
         "train_time_s": round(state.train_time_s, 3),
     }
     state.metrics.append(record)
-    improved = record["val_elbo"] > state.best_val_elbo
+    selection = getattr(run.val_feed.examples, "selection_metric", None)  # e.g. ndcg@100 of held-out interactions
+    selected = f"val_{selection}" if selection else "val_elbo"
+    improved = record[selected] > state.best_val_elbo  # best_val_elbo holds the best value of `selected`
     if improved:
-        state.best_val_elbo = record["val_elbo"]
+        state.best_val_elbo = record[selected]
         state.epochs_without_improvement = 0
     elif record["kl_weight"] >= config.objective.beta:  # early stopping never fires during warm-up
         state.epochs_without_improvement += 1
     _commit(run, state, record, improved)
-    run.info("epoch %d: train loss %.3f, val ELBO %.3f nats%s", state.epoch, train_loss, record["val_elbo"],
+    also = f", val {selection} {record[selected]:.4f}" if selection else ""
+    run.info("epoch %d: train loss %.3f, val ELBO %.3f nats%s%s", state.epoch, train_loss, record["val_elbo"], also,
              " (best)" if improved else "")
     stop = tc.patience > 0 and state.epochs_without_improvement >= tc.patience
     if stop:
-        run.info("early stopping: no better validation ELBO for %d epochs", tc.patience)
+        run.info("early stopping: no better validation %s for %d epochs", selection or "ELBO", tc.patience)
     if out_of_time:
         run.info("time budget of %.0f s spent after %d epochs", tc.time_budget_s, state.epoch)
     return stop, out_of_time

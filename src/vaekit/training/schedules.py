@@ -9,6 +9,7 @@ warm-up it asks for::
     progress p      = step / total_steps                (or elapsed / time_budget_s with a budget)
     warm-up factor  = min(1, max(step / w, p / f))      (1 when w = 0)
     KL weight       = beta * warm-up factor(objective.kl_warmup_steps)
+                      or, with objective.kl_cycles = M, beta * min(1, ((p M) mod 1) / objective.kl_cycle_ratio)
     learning rate   = lr * warm-up factor(train.warmup_steps) * decay(p)     decay: 1, cosine or step
 """
 
@@ -44,7 +45,19 @@ def kl_weight(step: int, total_steps: int, config: Config, elapsed_s: float = 0.
     module docstring)."""
     objective = config.objective
     done = progress(step, total_steps, config, elapsed_s)
+    if objective.kl_cycles > 0:
+        return objective.beta * cyclical_factor(done, objective.kl_cycles, objective.kl_cycle_ratio)
     return objective.beta * warmup_factor(step, objective.kl_warmup_steps, done, config.train.max_warmup_fraction)
+
+
+def cyclical_factor(done: float, cycles: int, ratio: float) -> float:
+    """Cyclical annealing (Fu et al. 2019, arXiv:1903.10145): the run's progress ``done`` in [0, 1] is split into
+    ``cycles`` equal cycles; in each the factor rises linearly from 0 to 1 over the first ``ratio`` of the cycle,
+    then stays at 1. The end of the run (``done = 1``) has the factor 1."""
+    if done >= 1.0:
+        return 1.0
+    position = (done * cycles) % 1.0  # within the current cycle, in [0, 1)
+    return min(1.0, position / ratio)
 
 
 def learning_rate(step: int, total_steps: int, config: Config, elapsed_s: float = 0.0) -> float:

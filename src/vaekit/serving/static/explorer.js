@@ -2,6 +2,7 @@
 //
 //   /v1/model  -> data shape, latent size          /v1/sample -> the grid      /v1/encode -> each sample's code
 //   slider move -> /v1/decode of the edited code   A, B chosen -> /v1/interpolate strip
+//   audio models: every drawn spectrogram -> /v1/sound -> an <audio> element beside it
 //
 // No model maths happens here: the page edits latent codes and draws what the server returns.
 //
@@ -62,8 +63,22 @@ function enableControls(enabled) {
   $("sliders").setAttribute("aria-busy", String(!enabled));
 }
 
-// Draw one example (C, H, W) with values in [0, 1] on a canvas, scaled up without smoothing.
+// Draw one example on a canvas, scaled up without smoothing: an image (C, H, W) with values in [0, 1], or, for
+// audio models, a log-mel spectrogram (1, mels, frames) in the model's standardized units.
 function draw(canvas, image) {
+  const pixels = audio() ? spectrogramPixels(image) : imagePixels(image);
+  const native = document.createElement("canvas");
+  native.width = pixels.width;
+  native.height = pixels.height;
+  native.getContext("2d").putImageData(pixels, 0, 0);
+  const context = canvas.getContext("2d");
+  context.imageSmoothingEnabled = false;
+  context.clearRect(0, 0, canvas.width, canvas.height);
+  context.drawImage(native, 0, 0, canvas.width, canvas.height);
+  canvas.dataset.version = String(Number(canvas.dataset.version || 0) + 1);
+}
+
+function imagePixels(image) {
   const [channels, height, width] = state.card.data_shape;
   const pixels = new ImageData(width, height);
   for (let y = 0; y < height; y++) {
@@ -76,20 +91,69 @@ function draw(canvas, image) {
       pixels.data[offset + 3] = 255;
     }
   }
-  const native = document.createElement("canvas");
-  native.width = width;
-  native.height = height;
-  native.getContext("2d").putImageData(pixels, 0, 0);
-  const context = canvas.getContext("2d");
-  context.imageSmoothingEnabled = false;
-  context.clearRect(0, 0, canvas.width, canvas.height);
-  context.drawImage(native, 0, 0, canvas.width, canvas.height);
-  canvas.dataset.version = String(Number(canvas.dataset.version || 0) + 1);
+  return pixels;
+}
+
+// -- audio models: spectrograms drawn as pictures, clips played by an <audio> element beside each -------------------
+const GRIFFIN_LIM_ITERS = 32; // phase estimate of the clips the page plays (vaekit sample's default is the model's)
+const TOP_DB = 80; // a spectrogram shows its loudest 80 dB
+const MAGMA = [[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]];
+
+function audio() { return Boolean(state.card) && state.card.modality === "audio"; }
+
+function magma(level) {
+  const t = Math.min(1, Math.max(0, level)) * (MAGMA.length - 1);
+  const i = Math.min(MAGMA.length - 2, Math.floor(t));
+  return MAGMA[i].map((v, c) => Math.round(v + (t - i) * (MAGMA[i + 1][c] - v)));
+}
+
+// dB = x * db_std + db_mean (the model's standardization); low frequencies at the bottom.
+function spectrogramPixels(image) {
+  const [, mels, frames] = state.card.data_shape;
+  const { db_mean: mean, db_std: std } = state.card.preprocessing;
+  const rows = image[0];
+  let top = -Infinity;
+  rows.forEach((row) => row.forEach((v) => { top = Math.max(top, v * std + mean); }));
+  const pixels = new ImageData(frames, mels);
+  for (let m = 0; m < mels; m++) {
+    for (let t = 0; t < frames; t++) {
+      const offset = 4 * ((mels - 1 - m) * frames + t);
+      const [r, g, b] = magma((rows[m][t] * std + mean - (top - TOP_DB)) / TOP_DB);
+      pixels.data.set([r, g, b, 255], offset);
+    }
+  }
+  return pixels;
+}
+
+// Each canvas gets an <audio controls> element right after it, playing the clip of the example drawn on it.
+async function attachSounds(canvases, x) {
+  const { wav } = await api("/v1/sound", { x, griffin_lim_iters: GRIFFIN_LIM_ITERS });
+  canvases.forEach((canvas, i) => {
+    let player = canvas.nextElementSibling;
+    if (!player || player.tagName !== "AUDIO") {
+      player = document.createElement("audio");
+      player.controls = true;
+      player.preload = "auto";
+      player.setAttribute("aria-label", `play ${canvas.getAttribute("aria-label") || "clip"}`);
+      canvas.after(player);
+    }
+    player.src = `data:audio/wav;base64,${wav[i]}`;
+    player.dataset.version = String(Number(player.dataset.version || 0) + 1);
+  });
+}
+
+// Image models put canvases straight into the grid and the strip; audio models a cell of canvas and player.
+function cell(canvas) {
+  if (!audio()) return canvas;
+  const box = document.createElement("div");
+  box.className = "clip";
+  box.appendChild(canvas);
+  return box;
 }
 
 function cellSize() {
   const [, height, width] = state.card.data_shape;
-  const scale = Math.max(1, Math.round(CELL_PX / Math.max(height, width)));
+  const scale = Math.max(audio() ? 2 : 1, Math.round(CELL_PX / Math.max(height, width)));
   return [width * scale, height * scale];
 }
 
@@ -116,9 +180,10 @@ async function newSamples() {
     const canvas = makeCanvas(`sample ${i}`);
     canvas.dataset.index = String(i);
     canvas.addEventListener("click", () => run(() => choose(i)));
-    grid.appendChild(canvas);
+    grid.appendChild(cell(canvas));
     draw(canvas, image);
   });
+  if (audio()) await attachSounds(Array.from(grid.querySelectorAll("canvas")), x);
   state.a = 0;
   state.b = 1;
   await showChosen();
@@ -183,6 +248,7 @@ async function decodeCurrent() {
       state.pending = false;
       const { x } = await api("/v1/decode", { z: [state.z], y: label() });
       draw($("decoded"), x[0]);
+      if (audio()) await attachSounds([$("decoded")], x);
     } while (state.pending);
   } finally {
     state.decoding = false;
@@ -198,9 +264,10 @@ async function interpolate() {
   strip.replaceChildren();
   x.forEach((image, i) => {
     const canvas = makeCanvas(`interpolation step ${i}`);
-    strip.appendChild(canvas);
+    strip.appendChild(cell(canvas));
     draw(canvas, image);
   });
+  if (audio()) await attachSounds(Array.from(strip.querySelectorAll("canvas")), x);
 }
 
 // A later task (new samples, another A, another path): "busy" while it runs; a failure is shown, the page stays usable.
@@ -227,6 +294,11 @@ async function start() {
   const elbo = card.metrics && typeof card.metrics.val_elbo === "number" ? `, validation ELBO ${card.metrics.val_elbo.toFixed(2)} nats` : "";
   $("summary").textContent = `${card.config.architecture} VAE, ${card.config.likelihood} likelihood, ` +
     `${card.latent_dim} latent dimensions, data ${card.data_shape.join(" x ")}${elbo}`;
+  if (audio()) {
+    const { sample_rate: rate, clip_samples: samples } = card.preprocessing;
+    $("summary").textContent += ` (log-mel spectrograms of ${(samples / rate).toFixed(2)} s clips at ${rate} Hz; ` +
+      "press play under a spectrogram to hear it)";
+  }
   buildSliders(card.latent_dim);
   if (card.num_classes > 0) {
     const select = $("label");

@@ -1,0 +1,264 @@
+"""Benchmark: spoken digits you can listen to, on the Free Spoken Digit Dataset (FSDD, issue 15).
+
+FSDD: 3,000 recordings (6 speakers x 10 digits x 50 takes, 8 kHz); the conventional test split is takes 0-4 of
+every speaker and digit (300 clips), the rest (2,700) train (10% of them validate). Clips become 0.8 s log-mel
+spectrograms (64 mel bands, STFT 256 / hop 80: 1 x 64 x 81), as the ``fsdd`` preset says.
+
+What it measures (every NLL in nats per clip of the model's input, the standardized log-mel values, with its
+IWAE k; bits/dim over the 5,184 values of a clip):
+
+1. ``fsdd`` (unconditional) and ``fsdd-cvae`` (conditional on the digit) trained by their presets: training time
+   (process CPU seconds, one torch thread), test ELBO and IWAE NLL beside a probabilistic-PCA baseline with as
+   many latent dimensions (Tipping and Bishop 1999: scikit-learn's ``PCA.score_samples``, fitted on the same
+   training clips in the same input space). Target: the VAE's NLL below PPCA's.
+2. The likelihood: ``fsdd`` trained again with ``model.likelihood=gaussian`` (learned per-feature variance) beside
+   the preset's ``laplace``; the test NLLs say which fits log-mel values better (``--skip-likelihoods`` skips it).
+3. vaekit's spoken-digit classifier (the feature extractor of :mod:`vaekit.evaluation.classifier`, trained on the
+   2,700 training clips): its test accuracy (target > 95%); then the share of ``--conditional-samples``
+   conditional samples it hears as the digit asked for (target >= 90%), and FID / KID of 150 samples (half the
+   test split) against one half of the test split, beside the other half's (target: FID within 2x). The halves
+   split every (digit, speaker) group of test clips at random (seeded): the test split in file order is digits
+   0-4 then 5-9, so ``vaekit evaluate --samples``'s first-half / second-half reference differs in kind there.
+4. Griffin-Lim: every test clip -> log-mel -> back to sound (mel inversion by NNLS, 64 Griffin-Lim iterations);
+   spectral convergence ``||S - S_hat||_F / ||S||_F`` of the STFT magnitudes (and of the mel spectrograms).
+5. Five samples of the conditional model (digits 0-4, one clip each) and a reconstruction of a test clip (its
+   original beside it) as WAV + PNG under ``benchmarks/results/fsdd/``.
+6. Speaker anomaly: the preset trained on five speakers (train takes), scored (IWAE NLL, k=100) on the test takes
+   of those five (normal) and on every clip of the sixth (anomalous): AUROC, for ``--anomaly-speakers``.
+
+Run (the full benchmark: about 70 CPU-minutes on a quiet machine; one torch thread)::
+
+    OMP_NUM_THREADS=1 python benchmarks/fsdd.py --data ../shared/data/fsdd/recordings
+
+A quick check that everything runs (a few epochs, small k; the numbers mean nothing)::
+
+    OMP_NUM_THREADS=1 python benchmarks/fsdd.py --quick --out runs/bench-fsdd-quick
+
+Results: ``benchmarks/results/fsdd.json`` (``fsdd_quick.json`` with ``--quick``) and ``benchmarks/results/fsdd/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import resource
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from common import RESULTS, ROOT, save, table
+
+import vaekit
+from vaekit.config import resolve_config
+from vaekit.data import load_data, load_examples
+from vaekit.data.audio import AudioPreprocessing, spectral_convergence
+from vaekit.data.audio_source import clips_of, test_rows
+from vaekit.evaluation.classifier import get_classifier
+from vaekit.evaluation.quality import class_accuracy, fid, kid
+from vaekit.presets import get_preset
+
+DEFAULT_FSDD = ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
+SOUNDS = RESULTS / "fsdd"
+SPEAKERS = ("george", "jackson", "lucas", "nicolas", "theo", "yweweler")
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process so far (user + system), seconds."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def train_preset(preset: str, data: str, out: Path, overrides: list[str]) -> tuple[Any, dict[str, float]]:
+    """Train a preset; returns (the best model, wall and CPU seconds of the run)."""
+    shutil.rmtree(out, ignore_errors=True)
+    config = resolve_config(get_preset(preset), overrides=[f"data.source={data}", *overrides])
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    result = vaekit.train(config, out)
+    spent = {"wall_s": time.perf_counter() - wall, "cpu_s": cpu_seconds() - cpu}
+    print(f"{preset} {' '.join(overrides)}: {spent['cpu_s'] / 60:.1f} CPU-minutes", flush=True)
+    return vaekit.load(result.model_dir), spent
+
+
+def likelihood_figures(model: Any, x: torch.Tensor, y: torch.Tensor | None, k: int) -> dict[str, float]:
+    """Test ELBO and IWAE NLL, nats per clip, and the NLL in bits/dim."""
+    torch.manual_seed(0)
+    elbo = torch.cat([model.elbo(x[i : i + 50], None if y is None else y[i : i + 50]) for i in range(0, len(x), 50)])
+    nll = -torch.cat([model.log_likelihood(x[i : i + 10], k=k, chunk_size=min(k, 100),
+                                           y=None if y is None else y[i : i + 10]) for i in range(0, len(x), 10)])
+    return {"elbo_nats": float(elbo.mean()), "nll_nats": float(nll.mean()), "k": k,
+            "nll_bits_per_dim": float(nll.mean()) / (model.num_dims * np.log(2))}
+
+
+def ppca_nll(x_train: np.ndarray, x_test: np.ndarray, latent_dim: int) -> dict[str, float]:
+    """Probabilistic PCA (Tipping and Bishop 1999) with ``latent_dim`` components: exact test NLL, nats per clip."""
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=latent_dim, random_state=0).fit(x_train.reshape(len(x_train), -1))
+    nll = -pca.score_samples(x_test.reshape(len(x_test), -1))
+    return {"nll_nats": float(nll.mean()), "nll_bits_per_dim": float(nll.mean()) / (x_test[0].size * np.log(2)),
+            "latent_dim": latent_dim}
+
+
+def test_paths(data: str, record: AudioPreprocessing) -> list[Path]:
+    """The test clips' files, in the order of the test split."""
+    clips = clips_of(data, record.labels_from)
+    rows = test_rows(clips, record.test_split)
+    return [clips.paths[i] for i in (rows if rows is not None else range(len(clips.paths)))]
+
+
+def griffin_lim(data: str, record: AudioPreprocessing, limit: int | None) -> dict[str, float]:
+    """Spectral convergence of test clips sent through log-mel and back (NNLS mel inversion + Griffin-Lim)."""
+    paths = test_paths(data, record)[:limit]
+    waves, _ = record.read(paths)
+    start = time.perf_counter()
+    back = np.concatenate([record.to_waveforms(record.features(waves[i : i + 20])) for i in range(0, len(waves), 20)])
+    seconds = time.perf_counter() - start
+    sc = spectral_convergence(waves, back, record.n_fft, record.hop_length)
+    mel = np.power(10.0, record.decibels(waves) / 20.0), np.power(10.0, record.decibels(back) / 20.0)
+    mel_sc = np.sqrt(((mel[0] - mel[1]) ** 2).sum((1, 2)) / (mel[0] ** 2).sum((1, 2)))
+    return {"clips": len(paths), "griffin_lim_iters": record.griffin_lim_iters,
+            "spectral_convergence_mean": float(sc.mean()), "spectral_convergence_median": float(np.median(sc)),
+            "mel_spectral_convergence_mean": float(mel_sc.mean()), "seconds_per_clip": seconds / len(paths)}
+
+
+def conditional_accuracy(model: Any, classifier: Any, n: int) -> dict[str, Any]:
+    """Share of ``n`` conditional samples (digits 0..9 in turn, seeded) the classifier hears as the asked digit."""
+    asked = np.arange(n) % model.num_classes
+    x = vaekit.sample(model, n, seed=123, label=asked)
+    overall, per_class = class_accuracy(classifier, x, asked)
+    return {"samples": n, "accuracy": overall, "per_class": per_class}
+
+
+def balanced_halves(groups: list[tuple[str, ...]], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two halves of the test clips with every (digit, speaker) group split between them (seeded), so the halves
+    differ only by sampling: the test split in file order is digits 0-4 then 5-9, whose halves differ in kind."""
+    rng = np.random.default_rng(seed)
+    first, second = [], []
+    for i, group in enumerate(sorted(set(groups))):
+        members = rng.permutation([j for j, g in enumerate(groups) if g == group])
+        cut = len(members) // 2 + (len(members) % 2) * (i % 2)  # odd groups alternate which half gets the extra
+        first += members[:cut].tolist()
+        second += members[cut:].tolist()
+    return np.sort(first), np.sort(second)
+
+
+def sample_figures(model: Any, classifier: Any, x_test: torch.Tensor, labels: np.ndarray,
+                   halves: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+    """FID and KID of len(A) samples against half A of the test split, beside half B's (same extractor)."""
+    a, b = halves
+    features_a, features_b = classifier.features(x_test[a]), classifier.features(x_test[b])
+    n = len(a)
+    asked = np.random.default_rng(0).choice(labels[a], n) if model.num_classes else None  # A's label frequencies
+    features_s = classifier.features(vaekit.sample(model, n, seed=7, label=asked))
+    kid_s, kid_b = kid(features_s, features_a), kid(features_b, features_a)
+    return {"samples": n, "fid": fid(features_s, features_a), "real_fid": fid(features_b, features_a),
+            "kid": kid_s[0], "real_kid": kid_b[0]}
+
+
+def write_sounds(model: Any, data: str) -> list[str]:
+    """Five conditional samples (digits 0-4) and a reconstruction of test clip 0, as WAV + PNG."""
+    shutil.rmtree(SOUNDS, ignore_errors=True)
+    SOUNDS.mkdir(parents=True)
+    for digit in range(5):
+        vaekit.sample(model, 1, seed=digit, label=digit, out=SOUNDS / f"sample_digit{digit}.wav")
+        (SOUNDS / f"sample_digit{digit}.npy").unlink()
+    vaekit.reconstruct(model, data, n=1, out=SOUNDS / "reconstruction.wav")
+    return sorted(p.name for p in SOUNDS.iterdir())
+
+
+def speaker_anomaly(data: str, speaker: str, out: Path, overrides: list[str], k: int) -> dict[str, Any]:
+    """Train on the other five speakers' train takes; AUROC of IWAE scores, their test takes vs all of ``speaker``."""
+    from sklearn.metrics import roc_auc_score
+
+    folder = Path(data).expanduser()
+    names = sorted(p.name for p in folder.glob("*.wav"))
+    out.mkdir(parents=True, exist_ok=True)
+    table_path = out / f"without_{speaker}.csv"
+    with table_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "label", "split"])
+        for name in names:
+            digit, who, take = Path(name).stem.split("_")
+            if who != speaker:
+                writer.writerow([name, digit, "test" if int(take) < 5 else "train"])
+    model, spent = train_preset("fsdd", data, out / f"without_{speaker}",
+                                [f"data.labels_from={table_path}", "data.test_split=null", *overrides])
+    record = model.preprocessing
+    normal = load_examples(data, record, split="test").tensor()
+    anomalous = record.features(record.read(sorted(folder.glob(f"*_{speaker}_*.wav")))[0])
+    torch.manual_seed(0)
+    scores = [-torch.cat([model.log_likelihood(x[i : i + 10], k=k, chunk_size=min(k, 100))
+                          for i in range(0, len(x), 10)]).numpy() for x in (normal, torch.from_numpy(anomalous))]
+    truth = np.r_[np.zeros(len(scores[0])), np.ones(len(scores[1]))]
+    return {"speaker": speaker, "normal_clips": len(scores[0]), "anomalous_clips": len(scores[1]), "k": k,
+            "auroc": float(roc_auc_score(truth, np.r_[scores[0], scores[1]])), "train_cpu_s": spent["cpu_s"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(DEFAULT_FSDD), help="FSDD's recordings/ folder")
+    parser.add_argument("--out", default="runs/bench-fsdd", help="run directories")
+    parser.add_argument("--k", type=int, default=1000, help="IWAE samples of the test NLL (default 1000)")
+    parser.add_argument("--conditional-samples", type=int, default=1000)
+    parser.add_argument("--anomaly-speakers", default="theo", help="comma-separated, or 'all' (default theo)")
+    parser.add_argument("--skip-likelihoods", action="store_true", help="skip the gaussian-vs-laplace run")
+    parser.add_argument("--quick", action="store_true", help="2 epochs, k=20, 100 samples: checks that it runs")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    quick = ["train.epochs=2"] if args.quick else []
+    k = 20 if args.quick else args.k
+    out = Path(args.out)
+    results: dict[str, Any] = {"data": args.data, "quick": args.quick, "threads": 1}
+
+    bundle = load_data(resolve_config(get_preset("fsdd"), overrides=[f"data.source={args.data}"]).data)
+    x_train = torch.cat([bundle.train.tensor(), bundle.val.tensor()]).numpy()
+    x_test, y_test = bundle.test.tensor(), torch.as_tensor(bundle.test.labels)
+    models, rows = {}, []
+    for name, preset, extra in (("fsdd", "fsdd", []), ("fsdd-cvae", "fsdd-cvae", []),
+                                ("fsdd gaussian", "fsdd", ["model.likelihood=gaussian"])):
+        if name == "fsdd gaussian" and args.skip_likelihoods:
+            continue
+        model, spent = train_preset(preset, args.data, out / name.replace(" ", "-"), [*quick, *extra])
+        models[name] = model
+        figures = likelihood_figures(model, x_test, y_test if model.num_classes else None, k)
+        rows.append({"model": name, "likelihood": model.config.likelihood, "train_cpu_min": spent["cpu_s"] / 60,
+                     "test_elbo": figures["elbo_nats"], f"test_nll_k{k}": figures["nll_nats"],
+                     "bits_per_dim": figures["nll_bits_per_dim"]})
+        results[name] = {**figures, **spent}
+    latent = models["fsdd"].latent_dim
+    results["ppca"] = ppca_nll(x_train, x_test.numpy(), latent)
+    rows.append({"model": f"PPCA ({latent} components)", "likelihood": "gaussian", "train_cpu_min": float("nan"),
+                 "test_elbo": float("nan"), f"test_nll_k{k}": results["ppca"]["nll_nats"],
+                 "bits_per_dim": results["ppca"]["nll_bits_per_dim"]})
+    print(table(rows), flush=True)
+    results["table"] = rows
+
+    cvae = models["fsdd-cvae"]
+    classifier = get_classifier(args.data, cvae.preprocessing)
+    results["classifier"] = {"name": classifier.name, "test_accuracy": classifier.test_accuracy}
+    results["conditional"] = conditional_accuracy(cvae, classifier, 100 if args.quick else args.conditional_samples)
+    groups = [(c.stem.split("_")[0], c.stem.split("_")[1]) for c in test_paths(args.data, cvae.preprocessing)]
+    halves = balanced_halves(groups)
+    for name in ("fsdd", "fsdd-cvae"):
+        quality = sample_figures(models[name], classifier, x_test, bundle.test.labels, halves)
+        results[name]["quality"] = quality
+        print(f"{name}: FID {quality['fid']:.2f} (test halves {quality['real_fid']:.2f}), KID {quality['kid']:.4f} "
+              f"(halves {quality['real_kid']:.4f})", flush=True)
+    print(f"classifier {classifier.describe()}; conditional samples heard as asked: "
+          f"{results['conditional']['accuracy']:.1%}", flush=True)
+    results["griffin_lim"] = griffin_lim(args.data, cvae.preprocessing, 40 if args.quick else None)
+    print(f"Griffin-Lim: spectral convergence {results['griffin_lim']['spectral_convergence_mean']:.3f}", flush=True)
+    if not args.quick:
+        results["sounds"] = write_sounds(cvae, args.data)
+    speakers = SPEAKERS if args.anomaly_speakers == "all" else tuple(args.anomaly_speakers.split(","))
+    results["speaker_anomaly"] = [speaker_anomaly(args.data, s, out / "anomaly", quick, k) for s in speakers]
+    print(table([{k_: v for k_, v in r.items() if k_ != "train_cpu_s"} for r in results["speaker_anomaly"]]))
+    path = save("fsdd_quick" if args.quick else "fsdd", results)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
