@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import ROOT, save
+from common import ROOT, fail, save
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
@@ -75,10 +75,10 @@ def load_set(data_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
     """Features (n, d) float64 and labels (n,) int (1 = anomaly) of one ADBench set."""
     path = data_dir / f"{name}.npz"
     if not path.is_file():
-        raise SystemExit(f"no data set {name!r} in {data_dir}: choose from {', '.join(set_names(data_dir))}")
+        fail(f"no data set {name!r} in {data_dir}: choose from {', '.join(set_names(data_dir))}")
     with np.load(path, allow_pickle=False) as data:
         if "X" not in data.files or "y" not in data.files:
-            raise SystemExit(f"{path} lacks the label array 'y' (or the features 'X'): not an ADBench file")
+            fail(f"{path} lacks the label array 'y' (or the features 'X'): not an ADBench file")
         return np.asarray(data["X"], dtype=np.float64), np.asarray(data["y"]).astype(np.int64)
 
 
@@ -303,7 +303,7 @@ def chosen_sets(args: argparse.Namespace) -> list[str]:
     for item in (s.strip() for s in args.sets.split(",") if s.strip()):
         match = [n for n in names if n == item or n.split("_")[0] == item]
         if not match:
-            raise SystemExit(f"no data set {item!r} in {args.data_dir}: choose from {', '.join(names)}")
+            fail(f"no data set {item!r} in {args.data_dir}: choose from {', '.join(names)}")
         chosen += match
     return chosen
 
@@ -314,7 +314,7 @@ def main() -> None:
     detectors = [d.strip() for d in args.detectors.split(",") if d.strip()]
     unknown = [d for d in detectors if d not in DETECTOR_FUNCTIONS]
     if unknown:
-        raise SystemExit(f"unknown detectors {unknown}: choose from {', '.join(DETECTORS)}")
+        fail(f"unknown detectors {unknown}: choose from {', '.join(DETECTORS)}")
     keys = [detector_key(d, args) for d in detectors]
     results = []
     for set_name in sets:

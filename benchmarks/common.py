@@ -5,15 +5,22 @@ from __future__ import annotations
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MNIST = ROOT.parent / "shared" / "data" / "mnist"
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def fail(message: str) -> NoReturn:
+    """End a benchmark on bad input: one line on stderr, exit code 2 (as vaekit's own commands do)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def machine() -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from common import ROOT, save
+from common import ROOT, fail, save
 from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
@@ -47,7 +47,7 @@ def load_days(path: str, max_train: int) -> tuple[np.ndarray, np.ndarray, np.nda
     table = pd.read_csv(path)
     missing = [c for c in (*FEATURES, "Time", "Class") if c not in table.columns]
     if missing:
-        raise SystemExit(f"{path} lacks columns {missing}: not the ULB credit-card file")
+        fail(f"{path} lacks columns {missing}: not the ULB credit-card file")
     day1, day2 = table[table["Time"] < DAY_S], table[table["Time"] >= DAY_S]
     normal1 = day1[day1["Class"] == 0]
     x_train = normal1[FEATURES].to_numpy(np.float64)

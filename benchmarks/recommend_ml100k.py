@@ -5,7 +5,7 @@ builds it: ratings >= 4 are positives, users with at least 5 of them are kept (9
 users per seed are never trained on, and 20% of each held-out user's items are ranked among the items not folded
 in (Recall@20 and Recall@50 normalised by min(k, held out), NDCG@100). Every method of a seed sees the same split:
 
-- ``mult-vae``: the ``ml-100k`` preset (multinomial likelihood, L2-normalised input with dropout 0.5, KL weight
+- ``mult-vae``: the ``ml-100k`` preset (multinomial likelihood, L2-normalised input with dropout 0.2, KL weight
   annealed to the cap 0.2), best epoch by validation NDCG@100;
 - ``mult-dae``: the same with no KL term (``objective.beta=0``);
 - ``popularity``: the training users' item counts;

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SMALL_STEP_FLOPS = 2e9  # below this many operations per training step one thread beats two (BENCHMARKS.md)
+SMALL_STEP_FLOPS = 1e8  # below this many operations per training step one thread beats two on an idle machine
+# (BENCHMARKS.md, "Threads": 2 threads / 1 = 0.87 at 3.7e7 operations a step, 1.13 at 4.2e8, 1.38 at 7.6e8)
 
 
 def usable_cores() -> int:

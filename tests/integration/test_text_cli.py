@@ -122,6 +122,7 @@ def test_the_generic_verbs_write_text(runs: dict[str, Path], corpus: Path, tmp_p
     assert np.load(tmp_path / "codes.npy").shape == (25, 4)
     assert main(["score", vae, "--k", "5", "--out", str(tmp_path / "scores.csv")]) == 0
     assert len((tmp_path / "scores.csv").read_text().splitlines()) == 26
+    assert main(["score", vae, "--k", "5", "--unit", "bits"]) == 2  # sentences vary in length: nats only
     assert main(["sample", vae, "--out", str(tmp_path / "s.png")]) == 2  # a text model writes .txt
 
 
@@ -155,10 +156,14 @@ def test_the_http_api_takes_and_returns_strings(runs: dict[str, Path], tmp_path:
         assert len(path["sentences"]) == 3
         recon = client.post("/v1/text/reconstruct", json={"sentences": ["the new trader"]}).json()
         assert len(recon["sentences"]) == 1
+        ignored = client.post("/v1/text/reconstruct", json={"sentences": ["the cat"], "temperature": 0.5})
+        assert ignored.status_code == 422  # only /v1/text/sample draws at a temperature: never silently ignored
         bad = client.post("/v1/text/encode", json={"sentences": [""]})
         assert bad.status_code == 422 and "empty" in bad.text
     with TestClient(create_app(runs["lm"] / "best")) as client:
         refused = client.post("/v1/text/interpolate", json={"a": "the cat", "b": "the dog"})
+        assert refused.status_code == 422 and "no latent variable" in refused.text
+        refused = client.post("/v1/text/reconstruct", json={"sentences": ["the cat"]})
         assert refused.status_code == 422 and "no latent variable" in refused.text
 
 

@@ -225,6 +225,19 @@ def test_nan_forever_raises_and_keeps_the_last_good_model(tmp_path, tiny_config,
     assert counter.calls == steps_per_epoch + 2 + 4
 
 
+def test_a_run_without_a_finite_validation_elbo_says_so(tmp_path, tiny_config, monkeypatch):
+    original = train_module.validate
+
+    def never_finite(*args, **kwargs):
+        return {**original(*args, **kwargs), "val_elbo": float("nan")}
+
+    monkeypatch.setattr(train_module, "validate", never_finite)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"no epoch reached a finite validation ELBO .* lower train.lr"):
+        train(tiny_config("train.epochs=2"), out)
+    assert not (out / "best").exists() and load(out / "last").metadata["metrics"]["epoch"] == 2
+
+
 # -- early stopping ------------------------------------------------------------------------------------------
 @pytest.fixture
 def worsening_validation(monkeypatch):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -46,10 +47,13 @@ def test_average_ranks_share_ties_and_target_check() -> None:
 def test_a_file_without_labels_is_refused_and_results_are_cached(tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     np.savez(tmp_path / "1_nolabels.npz", X=np.zeros((10, 2)))
-    with pytest.raises(SystemExit, match=r"lacks the label array 'y'"):
+    with pytest.raises(SystemExit) as exited:
         adbench.load_set(tmp_path, "1_nolabels")
-    with pytest.raises(SystemExit, match=r"no data set '2_missing'.*choose from 1_nolabels"):
+    assert exited.value.code == 2 and "lacks the label array 'y'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exited:
         adbench.load_set(tmp_path, "2_missing")
+    assert exited.value.code == 2
+    assert re.search(r"no data set '2_missing'.*choose from 1_nolabels", capsys.readouterr().err)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 4))
     y = np.zeros(300, dtype=np.int64)

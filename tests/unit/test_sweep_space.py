@@ -107,3 +107,18 @@ def test_suggestions_stay_in_the_space_and_build_checked_configs():
         assert config.model.hidden_dims in ((32,), (64, 32))
         assert config.train.batch_size in (32, 64, 96, 128)
         study.tell(trial, 0.0)
+
+
+def test_a_grid_is_queued_once_so_parallel_workers_take_distinct_points():
+    from vaekit.tuning.sweeping import enqueue_grid
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    params = parse_space(["model.latent_dim=cat(2,4,8)", "objective.beta=cat(0.5,1)"], Config())
+    study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
+    assert enqueue_grid(study, params, trials=4) == 4  # --trials below the grid's 6 points: the first 4 only
+    assert enqueue_grid(study, params, trials=6) == 2 and enqueue_grid(study, params, trials=6) == 0
+    study.optimize(lambda t: t.suggest_categorical("model.latent_dim", [2, 4, 8])
+                   * t.suggest_categorical("objective.beta", [0.5, 1]), n_trials=6)
+    points = sorted((t.params["model.latent_dim"], t.params["objective.beta"]) for t in study.trials)
+    assert points == [(2, 0.5), (2, 1), (4, 0.5), (4, 1), (8, 0.5), (8, 1)]
+    assert enqueue_grid(study, params, trials=6) == 0  # a restarted sweep queues nothing it has run

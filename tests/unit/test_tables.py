@@ -67,6 +67,19 @@ def test_robust_and_asinh_scaling_are_median_and_quartiles() -> None:
     assert far[1, 0] > far[0, 0] > np.abs(prep.apply(x)[:, 0]).max() - 1e-6
 
 
+def test_no_training_value_lies_beyond_the_reach_limit() -> None:
+    from vaekit.data.scaling import MAX_REACH
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1000, 2))
+    x[17, 1] = 1e5  # one value 10^5 interquartile spreads out: the spread is widened so it lies at MAX_REACH
+    centre, spread = fit_scaling(x, np.arange(1000), 1.0, "robust")
+    q25, q75 = np.percentile(x[:, 0], [25, 75])
+    assert spread[0] == pytest.approx((q75 - q25) / IQR_TO_STD)  # a column within reach keeps its quartiles
+    assert spread[1] == pytest.approx((1e5 - centre[1]) / MAX_REACH)
+    assert np.abs((x - np.array(centre)) / np.array(spread)).max() == pytest.approx(MAX_REACH)
+
+
 def test_near_constant_columns_are_constant_not_divided_by_rounding_noise() -> None:
     """E[x^2] - E[x]^2 of a constant column of 0.35 left a 1e-8 'standard deviation', blowing other rows up 1e8x."""
     x = np.full((3000, 2), 0.35)
@@ -169,3 +182,16 @@ def test_chunked_reading_names_a_bad_column_in_a_late_chunk(tmp_path: Path) -> N
     chunks = iter_table(write(bad, tmp_path / "nan.csv"), whole.columns, "label", whole.categories, rows=50)
     with pytest.raises(DataError, match=r"column 'amount' .* missing \(NaN\) or infinite values \(first in row 280\)"):
         list(chunks)
+
+
+@pytest.mark.parametrize("missing", ["", "NA", "null"])
+def test_chunks_read_missing_strings_as_training_did(tmp_path: Path, missing: str) -> None:
+    # pandas (training, whole tables) reads these as missing: the streamed reader must give the same <NA> category
+    path = tmp_path / "m.csv"
+    path.write_text(f"a,city\n1,paris\n2,{missing}\n3,rome\n4,paris\n")
+    whole = read_table(path)
+    assert whole.categories == (("city", ("<NA>", "paris", "rome")),)
+    assert whole.columns is not None
+    chunks = list(iter_table(path, whole.columns, None, whole.categories, rows=2))
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in chunks]), whole.x)
+    assert whole.x[1].tolist() == [2.0, 1.0, 0.0, 0.0]

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vaekit.apps.streaming import stream_scores, table_chunks, write_csv_in_chunks
+from vaekit.apps.streaming import set_chunks, stream_scores, table_chunks, write_csv_in_chunks
 from vaekit.apps.writers import check_output
 from vaekit.config import Config
 from vaekit.data import ExampleSet, load_data
@@ -213,6 +213,8 @@ def anomaly_scores(
         raise ConfigError(f"unknown score unit {unit!r}; choose one of: {', '.join(UNITS)}")
     if unit == "bits" and method == "recon":
         raise ConfigError("the recon score is a squared error, not a rate; use unit=nats with method=recon")
+    if unit == "bits" and model.modality() == "text":  # a sentence's length varies: no fixed number of dimensions
+        raise ConfigError("a text model scores sentences in nats; bits per token are vaekit evaluate's (use unit=nats)")
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
     if batch_size < 1:
@@ -509,6 +511,8 @@ def score(
         threshold = quantile_threshold(scores_of(x_cal, y_cal), fpr)
         rule = f"fpr={fpr:g} on {what}"
     chunks = table_chunks(model, data)  # a table file: read and scored chunk by chunk, never whole
+    if chunks is None:
+        chunks = set_chunks(model, data, data_dir)  # sparse rows (interactions): densified a chunk at a time
     stream_out = None
     if chunks is None:
         x, y, source, how = model_data(model, data, data_dir, seed)

@@ -28,6 +28,7 @@ from vaekit.data import tables
 from vaekit.data.tables import is_table, iter_table
 from vaekit.files import atomic_open
 from vaekit.models import LatentVariableModel
+from vaekit.models.inputs import examples_for
 
 Chunk = tuple[torch.Tensor, "torch.Tensor | None"]  # x (n, *shape) on the model's device, labels (n,) or None
 WRITE_ROWS = 1 << 20  # rows formatted at once when writing a whole result
@@ -58,6 +59,22 @@ def table_chunks(model: LatentVariableModel, data: str | None, rows: int | None 
             x = torch.from_numpy(prep.apply(raw)).to(model.device)
             y = None if labels is None else torch.from_numpy(labels).to(model.device)
             yield x, y
+
+    return chunks()
+
+
+def set_chunks(
+    model: LatentVariableModel, data: str | None, data_dir: str | None, rows: int = 1024
+) -> Iterator[Chunk] | None:
+    """The examples of ``data`` (the model's test split when ``None``) in chunks of ``rows`` when they are read a
+    batch at a time (``read_by_batch``: sparse interaction rows, never densified whole); else ``None``."""
+    examples = examples_for(model, data, data_dir)
+    if not getattr(examples, "read_by_batch", False):
+        return None
+
+    def chunks() -> Iterator[Chunk]:
+        for begin in range(0, len(examples), rows):
+            yield examples.batch(np.arange(begin, min(begin + rows, len(examples)))).to(model.device), None
 
     return chunks()
 

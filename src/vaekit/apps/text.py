@@ -190,6 +190,8 @@ def reconstruct_text(
     means and decode them: (input, decode) pairs. ``out``: a ``.txt`` file, each input then ``  -> decode``."""
     model = as_model(model)
     model.eval()
+    if model.latent_dim == 0:  # its decode ignores the input: every sentence would come out the same
+        raise ConfigError("this language model has no latent variable to reconstruct from; use a sentence VAE")
     record = text_record(model)
     if sentences is not None:
         x = encode_text(model, sentences).ids

@@ -7,7 +7,7 @@ import argparse
 
 from vaekit.cli.common import Commands, add_quiet_arg
 
-DECODING_HELP = ("greedy (default: the most probable word at each step), sample (each word drawn at --temperature) "
+DECODING_HELP = ("greedy (default: the most probable word at each step), sample (each word drawn at {where}) "
                  "or beam (beam search, --beam-size)")
 
 
@@ -58,8 +58,9 @@ def _cmd_shuffle_auroc(args: argparse.Namespace) -> int:
     return 0
 
 
-def _decoding_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--decoding", default="greedy", choices=("greedy", "sample", "beam"), help=DECODING_HELP)
+def _decoding_args(p: argparse.ArgumentParser, where: str = "temperature 1") -> None:
+    p.add_argument("--decoding", default="greedy", choices=("greedy", "sample", "beam"),
+                   help=DECODING_HELP.format(where=where))
     p.add_argument("--beam-size", type=int, default=5, metavar="K", help="beam width of --decoding beam (default 5)")
 
 
@@ -75,7 +76,7 @@ def register(commands: Commands) -> None:
                          parent=group)
     p.add_argument("model", metavar="MODEL", help="a text model or run directory")
     p.add_argument("-n", type=int, default=10, metavar="N", help="number of sentences (default 10)")
-    _decoding_args(p)
+    _decoding_args(p, "--temperature")
     p.add_argument("--temperature", type=float, default=1.0, metavar="T",
                    help="--decoding sample: the words' softmax temperature (default 1)")
     p.add_argument("--prior-temperature", type=float, default=1.0, metavar="T",

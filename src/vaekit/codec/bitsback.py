@@ -251,8 +251,9 @@ def symbol_coding(model: LatentVariableModel) -> SymbolCoding:
         )
     name = model.config.likelihood
     if name not in SYMBOL_CODINGS:
+        why = "it is continuous" if name != "multinomial" else "it models counts over items, not symbols to code"
         raise ConfigError(
-            f"a model with the {name!r} likelihood cannot code data losslessly (it is continuous); train one with "
+            f"a model with the {name!r} likelihood cannot code data losslessly ({why}); train one with "
             f"model.likelihood set to one of: {', '.join(SYMBOL_CODINGS.names())}"
         )
     return SYMBOL_CODINGS.get(name)

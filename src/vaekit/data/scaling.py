@@ -13,8 +13,9 @@
 
 For ``robust`` and ``asinh`` the spread is also raised where needed so that no training value lies more than
 :data:`MAX_REACH` (500) spreads from the median: a feature that is almost always one value but sometimes far from
-it (ADBench's ALOI has one at 22,000 interquartile spreads) would otherwise feed the encoder numbers so large that
-its variance overflows. No feature of the other 32 ADBench sets reaches that far, so they keep their quartiles.
+it (ADBench's ALOI has columns at over 20,000 interquartile spreads) would otherwise feed the encoder numbers so
+large that its variance overflows. Among ADBench's 33 classical sets, only a few columns reach that far (ALOI's and
+one of shuttle's); every other column keeps its quartiles.
 
 Unlike a quantile (rank) transform, ``asinh`` needs no table of quantiles per feature and keeps extrapolating
 beyond the training range: a value ten times further out than any training value still scores as further out,

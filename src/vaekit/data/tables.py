@@ -42,6 +42,8 @@ MAX_CATEGORIES = 1000  # distinct values a string column may have (more: an iden
 MISSING = "<NA>"  # the category of a missing value in a string column
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 CHUNK_ROWS = 65_536  # rows per chunk of a streamed table
+PANDAS_NULLS = ["", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+                "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"]  # what pandas.read_csv reads as missing
 Categories = tuple[tuple[str, tuple[str, ...]], ...]
 
 
@@ -256,8 +258,9 @@ def _open_batches(path: Path, columns: tuple[str, ...], label_column: str | None
         types = {c: (pa.string() if c in cats else pa.float64()) for c in columns if c in names}
         present = [c for c in wanted if c in names]
         block = max(1 << 20, min(64 << 20, rows * 16 * max(1, len(names))))
-        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=block),
-                                convert_options=pacsv.ConvertOptions(column_types=types, include_columns=present))
+        convert = pacsv.ConvertOptions(column_types=types, include_columns=present, null_values=PANDAS_NULLS,
+                                       strings_can_be_null=True)  # missing strings: <NA>, as pandas reads them
+        reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=block), convert_options=convert)
         return iter(reader), names
     except (pa.ArrowInvalid, OSError) as exc:
         raise DataError(_arrow_message(exc, names, where)) from None

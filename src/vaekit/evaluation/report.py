@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -197,22 +198,24 @@ def evaluate(
         logger.info("the model has no latent variable: its likelihood is exact, evaluated once (k=1, not %d)", k)
         k = 1
     examples = None
+    x_all: torch.Tensor | None = None
     if isinstance(data, torch.Tensor):
         x_all, y_all, source, how = data.to(model.device), labels, "tensor", "as given"
+        rows: _Rows = _TensorRows(x_all, y_all if model.num_classes else None)
+    elif getattr(examples := examples_for(model, data, data_dir), "read_by_batch", False):
+        # sparse rows (interactions): densified a batch at a time, never the whole set at once
+        rows, source, how = _SetRows(examples, model.device), data or model.preprocessing.source, "no binarization"
     else:
-        examples = examples_for(model, data, data_dir)
         x_all, y_all, source, how = model_data(model, data, data_dir, seed, examples=examples)
-    if not model.num_classes:
-        y_all = None  # unconditional models ignore labels
-    if len(x_all) == 0:
+        rows = _TensorRows(x_all, y_all if model.num_classes else None)  # unconditional models ignore labels
+    if len(rows) == 0:
         raise DataError(f"no examples to evaluate in {source!r}; pass a non-empty dataset")
-    model.check_input(x_all)
     chunk = chunk_size or max(1, min(k, 25_600 // batch_size))
     torch.manual_seed(seed)
     start = time.perf_counter()
-    sums = _accumulate(model, x_all, y_all, k, chunk, batch_size, progress)
-    report = _report(model, sums, len(x_all), source, how, k, chunk, seed, time.perf_counter() - start)
-    if model.modality() in REPORT_EXTENSIONS:
+    sums = _accumulate(model, rows, k, chunk, batch_size, progress)
+    report = _report(model, sums, len(rows), source, how, k, chunk, seed, time.perf_counter() - start)
+    if model.modality() in REPORT_EXTENSIONS and x_all is not None:
         extension = REPORT_EXTENSIONS.get(model.modality())
         report.extras, report.extra_rows = extension.measure(model, x_all, examples, report, seed)
         report.omitted = list(extension.omits)
@@ -243,15 +246,49 @@ class _Sums:
     means: list[torch.Tensor] = field(default_factory=list)
 
 
+class _Rows(Protocol):
+    """The evaluated examples, read a batch at a time."""
+
+    def __len__(self) -> int: ...
+
+    def rows(self, begin: int, end: int) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+
+class _TensorRows:
+    """Examples held as one tensor (N, *shape), with labels (N,) or ``None``."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor | None) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def rows(self, begin: int, end: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        x = self.x[begin:end]
+        return x, None if self.y is None else self.y[begin:end].to(x.device)
+
+
+class _SetRows:
+    """Examples of a set read a batch at a time (``examples.batch``), e.g. sparse interaction rows."""
+
+    def __init__(self, examples: Any, device: torch.device) -> None:
+        self.examples, self.device = examples, device
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def rows(self, begin: int, end: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return self.examples.batch(np.arange(begin, end)).to(self.device), None
+
+
 def _accumulate(
-    model: LatentVariableModel, x_all: torch.Tensor, y_all: torch.Tensor | None, k: int, chunk: int,
-    batch_size: int, progress: bool,
+    model: LatentVariableModel, examples: _Rows, k: int, chunk: int, batch_size: int, progress: bool,
 ) -> _Sums:
     sums = _Sums(kl_dims=torch.zeros(model.latent_dim, dtype=torch.float64))
-    batches = range(0, len(x_all), batch_size)
+    batches = range(0, len(examples), batch_size)
     for begin in tqdm(batches, desc=f"evaluate (k={k})", disable=not progress, leave=False):
-        x = x_all[begin : begin + batch_size]
-        y = None if y_all is None else y_all[begin : begin + batch_size].to(x.device)
+        x, y = examples.rows(begin, min(begin + batch_size, len(examples)))
+        model.check_input(x)
         terms = elbo(model, x, y=y)
         sums.elbo += float(terms.elbo.sum())
         sums.log_px_z += float(terms.log_px_z.sum())

@@ -61,12 +61,13 @@ def _schemas(request_base: Any, limits: Any) -> SimpleNamespace:
         sentences: list[str] = sentence_list()
 
     class TextDecode(request_base):  # type: ignore[misc, valid-type]
-        decoding: Decoding = Field("greedy", description="greedy, sample (at temperature) or beam")
-        temperature: float = Field(1.0, gt=0, le=MAX_TEMPERATURE, allow_inf_nan=False,
-                                   description="decoding=sample: the words' softmax temperature")
+        decoding: Decoding = Field("greedy", description="greedy, sample (at temperature 1; /v1/text/sample: at "
+                                                         "temperature) or beam")
         beam_size: int = Field(5, ge=1, le=MAX_BEAM, description="decoding=beam: the beam's width")
 
     class TextSampleRequest(TextDecode):
+        temperature: float = Field(1.0, gt=0, le=MAX_TEMPERATURE, allow_inf_nan=False,
+                                   description="decoding=sample: the words' softmax temperature")
         n: int = Field(5, ge=1, le=limits.max_batch)
         prior_temperature: float = Field(1.0, gt=0, le=MAX_TEMPERATURE, allow_inf_nan=False)
         seed: int = Field(0, ge=0, lt=2**63)

@@ -536,6 +536,13 @@ def _finish(run: _Run, state: State, stopped_early: bool) -> TrainResult:
             last_weight, config.objective.beta,
         )
     best: LatentVariableModel = run.parts.model
+    if run.ctx.is_main and not (out / "best").is_dir():  # no epoch had a finite validation value to compare
+        selected = getattr(run.val_feed.examples, "selection_metric", None) or "ELBO"
+        raise TrainingError(
+            f"no epoch reached a finite validation {selected} (the model in {out / 'last'} gives NaN or infinite "
+            "values: the training diverged), so there is no best model; lower train.lr, or scale the data "
+            "(data.scaling=robust for columns with extreme values)"
+        )
     if run.ctx.is_main:
         best = load(out / "best", device=str(run.ctx.device))
         originals, labels = run.val_feed.first(max(1, config.train.num_images // 2))

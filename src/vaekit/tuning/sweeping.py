@@ -20,6 +20,7 @@ second machine that joins shares the same total. Workers started together may ru
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import subprocess
@@ -193,6 +194,8 @@ def sweep(
         trials = min(trials, _grid_size(params))
     objective = objective or _objective(spec, params, out)  # loads the data once for all trials
     queued = recover(study, store)
+    if spec.sampler == "grid":
+        enqueue_grid(study, params, trials)
     logger.info("sweep %r in %s: %d trials wanted, %d in the study%s", study_name, shown_url(url), trials,
                 len(study.trials), f", {queued} interrupted trial(s) queued again" if queued else "")
     if workers == 1:
@@ -231,6 +234,26 @@ def _spec(config: Config, space: Iterable[str] | Mapping[str, Any], metric: str,
     return SweepSpec(base=base.to_dict(), space=tuple(p.describe() for p in params), metric=metric, eval_k=eval_k,
                      anomaly_data=anomaly_data if metric == "auroc" else None, pruner=pruner, sampler=sampler,
                      seed=seed)
+
+
+def enqueue_grid(study: Any, params: list[Param], trials: int) -> int:
+    """Queue the grid points the study does not hold yet, in grid order, until it holds ``trials`` (returns how many
+    were queued). Workers then take queued trials one
+    each from the database, so parallel workers never run a point twice and none is left out (Optuna's
+    GridSampler alone, sampling in several processes at once, can draw one point twice)."""
+    held = set()
+    for trial in study.get_trials(deepcopy=False):
+        fixed = trial.params or trial.system_attrs.get("fixed_params", {})
+        held.add(tuple(sorted((k, repr(v)) for k, v in fixed.items())))
+    added = 0
+    for point in itertools.product(*(p.labels() for p in params)):
+        if len(held) + added >= trials:
+            break
+        values = {p.key: value for p, value in zip(params, point, strict=True)}
+        if tuple(sorted((k, repr(v)) for k, v in values.items())) not in held:
+            study.enqueue_trial(values, skip_if_exists=False)
+            added += 1
+    return added
 
 
 def _grid_size(params: list[Param]) -> int:
