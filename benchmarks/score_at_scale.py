@@ -127,6 +127,7 @@ def main() -> None:
               f"{rss:.2f} GiB (target < 2 GiB: {'met' if rss < 2 else 'missed'}); AUROC of the shifted rows "
               f"{auroc:.4f}")
         name = "score_at_scale" if args.rows == 10_000_000 else f"score_at_scale_{args.rows}"
+        name += "" if args.format == "parquet" else "_" + args.format.replace(".", "")  # one file per format
         print(f"results: {save(name, result)}")
     finally:
         if not args.keep:
