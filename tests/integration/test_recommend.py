@@ -83,6 +83,16 @@ def test_evaluate_reports_ranking_metrics_that_beat_popularity(trained, tmp_path
     assert report["heldout"]["ndcg@100"] > popularity["ndcg@100"] + 0.1  # it learned the users' tastes
 
 
+def test_mult_dae_is_the_same_model_trained_without_its_kl_term(trained, tmp_path: Path) -> None:
+    data, _, _ = trained
+    run = tmp_path / "dae"
+    dae = ("objective.beta=0", "objective.kl_warmup_steps=0")
+    assert main(["train", "--preset", "ml-100k", "--data", str(data), "--out", str(run), "--quiet", *SMALL, *dae]) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["kl_weight"] == 0.0 for r in records)  # the loss is the reconstruction term alone
+    assert max(r["val_ndcg@100"] for r in records) > 0.4  # it learns to rank (popularity: 0.36 on the test users)
+
+
 def test_recommend_excludes_what_the_user_has_and_ignores_unknown_ids(trained, caplog, capsys) -> None:
     _, names, run = trained
     code = main(["recommend", str(run), "--items", "1,2,3,4,99999,abc", "-k", "5", "--item-names", str(names)])
