@@ -26,6 +26,12 @@ information and active units show what each remedy does.
     python benchmarks/ptb.py --data ../shared/data/ptb --budget 3600              # the full run (~3 hours)
     python benchmarks/ptb.py --data ../shared/data/ptb --budget 300 --k 50 --eval-k 5 --auroc-sentences 200
     python benchmarks/ptb.py --remedies --budget 900 --k 100                     # 8 models x 15 minutes
+
+On a 2-core machine the two models can train side by side, one thread each (each still gets ``--budget`` seconds
+of one core), and the rest then runs on the saved results:
+
+    OMP_NUM_THREADS=1 python benchmarks/ptb.py --only ptb &  OMP_NUM_THREADS=1 python benchmarks/ptb.py --only ptb-lm
+    python benchmarks/ptb.py --skip-train          # reuses results/ptb_ptb.json and results/ptb_ptb-lm.json
 """
 
 from __future__ import annotations
@@ -75,7 +81,10 @@ def main() -> None:
     parser.add_argument("--auroc-sentences", type=int, default=1000)
     parser.add_argument("--throughput-sentences", type=int, default=6400)
     parser.add_argument("--out", default="runs/bench-ptb")
-    parser.add_argument("--skip-train", action="store_true", help="evaluate the models already in --out")
+    parser.add_argument("--skip-train", action="store_true",
+                        help="evaluate the models already in --out (reusing results/ptb_PRESET.json from --only runs)")
+    parser.add_argument("--only", choices=PRESETS,
+                        help="train and evaluate this preset alone, into results/ptb_PRESET.json")
     parser.add_argument("--remedies", action="store_true", help="the ablation of the remedies for posterior collapse")
     parser.add_argument("--epochs", type=int, help="--remedies: train this many epochs instead of --budget")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of both presets (e.g. train.batch_size=32)")
@@ -84,9 +93,14 @@ def main() -> None:
     if args.remedies:
         remedies(args, out)
         return
+    if args.only:
+        path = save(f"ptb_{args.only}", {"budget_s": args.budget, "preset": args.only,
+                                           **_train_and_evaluate(args.only, out / args.only, args)})
+        print(f"results: {path}")
+        return
     results: dict[str, Any] = {"presets": {}}
     for preset in PRESETS:
-        results["presets"][preset] = _train_and_evaluate(preset, out / preset, args)
+        results["presets"][preset] = _reused(preset, args) or _train_and_evaluate(preset, out / preset, args)
     rows = [{"model": preset, **{key: r[key] for key in ("test_nll", "k", "perplexity", "kl", "active_units",
                                                           "mutual_information", "epochs", "train_time_s")}}
             for preset, r in results["presets"].items()]
@@ -100,6 +114,18 @@ def main() -> None:
     _plot(results["presets"])
     path = save("ptb", {"budget_s": args.budget, "k": args.k, "eval_k": args.eval_k, "rows": rows, **results})
     print(f"results: {path}")
+
+
+def _reused(preset: str, args: argparse.Namespace) -> dict[str, Any] | None:
+    """With --skip-train, the result of an earlier ``--only PRESET`` run on the same budget and k, if there is one."""
+    path = RESULTS / f"ptb_{preset}.json"
+    if not args.skip_train or not path.exists():
+        return None
+    result: dict[str, Any] = json.loads(path.read_text())
+    if result["budget_s"] != args.budget or (preset == "ptb" and result["k"] != args.k):
+        return None
+    print(f"{preset}: reusing {path} ({result['date']}): test NLL {result['test_nll']:.2f} nats, k={result['k']}")
+    return result
 
 
 def _config(preset: str, args: argparse.Namespace, extra: list[str] | None = None) -> Config:

@@ -151,9 +151,9 @@ def _ptb(latent_dim: int) -> Config:
     LSTM decoder (512 units, 256-dim embeddings, dropout 0.5, an adaptive softmax), trained for 60 minutes of
     training time (``--time-budget`` to change it), batch 64, Adam 1e-3 cosine-decayed over the budget. With
     ``latent_dim`` > 0 a sentence VAE: a bidirectional LSTM encoder of 128 units, 32 latents, BN-VAE (gamma 0.6)
-    and cyclical KL annealing (4 cycles), no word dropout (it cost 1.5 nats of NLL and added no mutual information
-    in the short ablation of BENCHMARKS.md; model.word_dropout=0.25 for Bowman et al.'s); with 0 the same decoder
-    as a language model."""
+    and cyclical KL annealing (4 cycles), no word dropout (``model.word_dropout=0.25`` for Bowman et al.'s; what
+    each remedy does is what ``benchmarks/ptb.py --remedies`` measures); with 0 the same decoder as a language
+    model."""
     vae = latent_dim > 0
     return Config(
         model=ModelConfig(family="text", latent_dim=latent_dim, hidden_dims=(128, 512) if vae else (512,),

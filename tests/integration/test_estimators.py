@@ -241,3 +241,15 @@ def test_bad_data_after_fit_is_a_one_line_data_error(kind: str) -> None:
     assert "\n" not in str(info.value)
     with pytest.raises(DataError, match=r"X has 3 features, but .* is expecting 4 features as input"):
         method(np.zeros((2, 3)))
+
+
+def test_text_columns_are_named_with_the_way_to_encode_them() -> None:
+    # scikit-learn's "could not convert string to float: 'paris'" named a value, not the column holding it
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"a": np.arange(20.0), "city": ["paris", "rome"] * 10, "ok": [True, False] * 10})
+    with pytest.raises(DataError, match=r"X has text in column 'city'; .*OneHotEncoder") as info:
+        AnomalyDetector(**TINY).fit(frame)
+    assert "\n" not in str(info.value)
+    rows = np.array([[1.0, "x", 2.0, "y"], [2.0, "z", 3.0, "w"]], dtype=object)
+    with pytest.raises(DataError, match=r"X has text in columns 1, 3; "):
+        VAETransformer(**TINY).fit(rows)

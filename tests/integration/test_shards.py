@@ -124,6 +124,35 @@ def test_parquet_shards_with_labels_and_standardization(tmp_path):
     assert result.model.num_classes == 3 and np.isfinite(result.metrics[-1]["val_elbo"])
 
 
+@pytest.mark.parametrize("scaling", ["robust", "asinh"])
+def test_shards_are_scaled_as_data_scaling_says_like_in_memory_data(tmp_path, monkeypatch, scaling):
+    """A folder of shards was always standardized, whatever data.scaling said."""
+    from vaekit.data import scaling as scaling_module
+    from vaekit.data.scaling import fit_scaling
+
+    monkeypatch.setattr(scaling_module, "MAX_QUANTILE_ROWS", 50)  # an even sample of every 9th of the 405 rows
+    folder = tmp_path / "heavy"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    parts = [np.stack([rng.lognormal(0, 2, n), rng.normal(size=n), np.zeros(n)], 1).astype(np.float32)
+             for n in (120, 80, 205)]
+    parts[1][7, 1] = 1e6  # far beyond the reach limit
+    for i, part in enumerate(parts):
+        np.save(folder / f"part-{i}.npy", part)
+    bundle = load_data(DataConfig(source=str(folder), val_fraction=0.0, scaling=scaling))
+    prep = bundle.preprocessing
+    x = np.concatenate(parts)
+    centre, spread = fit_scaling(x, np.arange(len(x)), 1.0, scaling)
+    assert prep.scaling == scaling
+    np.testing.assert_array_equal(prep.mean, centre)  # the same sampled rows: the same quartiles
+    np.testing.assert_allclose(prep.std, spread, rtol=1e-9)
+    assert prep.std[0] != pytest.approx(float(x[:, 0].std()), rel=0.1)  # not the standard deviation
+    batch, _ = next(iter(bundle.train.batches(len(x), shuffle=False)))
+    expected = (x - np.asarray(centre)) / np.asarray(spread)
+    expected = np.arcsinh(expected) if scaling == "asinh" else expected
+    np.testing.assert_allclose(np.sort(batch.numpy(), 0), np.sort(expected, 0), rtol=1e-4, atol=1e-5)
+
+
 def _tiny(preset: str, source: Path, *overrides: str):
     from vaekit.config import resolve_config
     from vaekit.presets import get_preset

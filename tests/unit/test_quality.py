@@ -269,11 +269,27 @@ def test_sample_quality_report_names_the_extractor(digits_vae: VAE, digits_class
     assert "test accuracy" in report.format_table()
 
 
+def test_random_halves_are_a_seeded_shuffle_of_the_test_split(digits_vae: VAE, digits_classifier: Classifier) -> None:
+    # a split read in an order that makes its halves differ (FSDD: digits 0-4, then 5-9) needs shuffled halves
+    report = sample_quality(digits_vae, 148, classifier=digits_classifier, kid_subsets=5, halves="random", seed=2)
+    test = load_examples("digits", DIGITS, split="test").tensor()
+    order = torch.as_tensor(np.random.default_rng(2 + 7).permutation(len(test)))
+    a, b = (digits_classifier.features(test[i]) for i in (order[:148], order[148:296]))
+    assert report.halves == "random" and report.real_fid == pytest.approx(fid(b, a), rel=1e-9)
+    ordered = sample_quality(digits_vae, 148, classifier=digits_classifier, kid_subsets=5, seed=2)
+    assert ordered.halves == "ordered"
+    assert ordered.real_fid == pytest.approx(fid(digits_classifier.features(test[148:296]),
+                                                 digits_classifier.features(test[:148])), rel=1e-9)
+    assert "real halves (148 each, random)" in report.format_table()
+
+
 def test_sample_quality_bad_arguments(digits_vae: VAE, digits_classifier: Classifier) -> None:
     with pytest.raises(ConfigError, match="n must exceed"):
         sample_quality(digits_vae, 3, classifier=digits_classifier)
     with pytest.raises(ConfigError, match="subsets"):
         sample_quality(digits_vae, 20, classifier=digits_classifier, kid_subsets=0)
+    with pytest.raises(ConfigError, match="halves='first' is not one of ordered, random"):
+        sample_quality(digits_vae, 20, classifier=digits_classifier, halves="first")
 
 
 def test_evaluate_samples_adds_quality_to_the_report(

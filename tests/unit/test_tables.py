@@ -195,3 +195,31 @@ def test_chunks_read_missing_strings_as_training_did(tmp_path: Path, missing: st
     chunks = list(iter_table(path, whole.columns, None, whole.categories, rows=2))
     np.testing.assert_array_equal(np.concatenate([x for x, _ in chunks]), whole.x)
     assert whole.x[1].tolist() == [2.0, 1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("name", ["b.csv", "b.csv.gz", "b.parquet"])
+def test_boolean_columns_stream_as_training_read_them(tmp_path: Path, name: str) -> None:
+    # pandas reads True/False as booleans (1, 0); the streamed CSV reader refused them as 'not a number'
+    frame = pd.DataFrame({"a": [1.5, 2.0, 3.0, 4.0, 5.5], "fraud": [True, False, False, True, False]})
+    path = write(frame, tmp_path / name)
+    whole = read_table(path)
+    assert whole.categories is None and whole.x[:, 1].tolist() == [1.0, 0.0, 0.0, 1.0, 0.0]
+    assert whole.columns is not None
+    chunks = list(iter_table(path, whole.columns, None, whole.categories, rows=2))
+    np.testing.assert_array_equal(np.concatenate([x for x, _ in chunks]), whole.x)
+
+
+@pytest.mark.parametrize("name", ["d.csv", "d.csv.gz"])
+def test_a_repeated_column_name_is_refused_when_training_and_scoring(tmp_path: Path, name: str) -> None:
+    # pandas renamed the second 'a' to 'a.1', so a model trained on it could not score the same file streamed
+    path = tmp_path / name
+    text = "a,b,a\n1,2,3\n4,5,6\n"
+    if name.endswith(".gz"):
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    message = r"has two columns named 'a' \(columns 1 and 3\); give every column its own name"
+    with pytest.raises(DataError, match=message):
+        read_table(path)
+    with pytest.raises(DataError, match=message):
+        list(iter_table(path, ("a", "b"), None, None))

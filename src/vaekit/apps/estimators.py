@@ -72,6 +72,32 @@ MIN_PASS_STEPS = 100  # AnomalyDetector: smaller data is repeated within a pass,
 DETECTOR_MAX_STEPS, DETECTOR_K = 3000, 10  # AnomalyDetector's defaults: benchmarks/adbench.py, module docstring
 
 
+def _text_columns(X: Any, limit: int = 5) -> list[str]:
+    """The first ``limit`` columns of ``X`` holding values that are not numbers: a DataFrame's column names
+    (quoted), otherwise column indices; empty when there are none or X is not two-dimensional."""
+    if hasattr(X, "dtypes") and hasattr(X, "columns"):  # a pandas DataFrame
+        import pandas as pd
+
+        found = [repr(str(c)) for c in X.columns
+                 if not (pd.api.types.is_numeric_dtype(X[c]) or pd.api.types.is_bool_dtype(X[c]))]
+        return found[:limit]
+    try:
+        array = np.asarray(X, dtype=object)
+    except Exception:  # ragged input: not a table at all
+        return []
+    if array.ndim != 2:
+        return []
+    found = []
+    for j in range(array.shape[1]):
+        try:
+            array[:, j].astype(np.float64)
+        except (TypeError, ValueError):
+            found.append(str(j))
+            if len(found) == limit:
+                break
+    return found
+
+
 class _VAEEstimator(BaseEstimator):
     """Fitting and data handling shared by the public estimators (which declare the constructor arguments)."""
 
@@ -102,6 +128,14 @@ class _VAEEstimator(BaseEstimator):
                 ensure_min_samples=2 if reset else 1,
             )
         except ValueError as exc:
+            text = _text_columns(X)
+            if text:
+                raise DataError(
+                    f"X has text in column{'s' if len(text) > 1 else ''} {', '.join(text)}; the estimators take "
+                    "numbers: one-hot encode them first (sklearn.preprocessing.OneHotEncoder in a "
+                    "ColumnTransformer), or give the table as a file to `vaekit train` / `vaekit score`, which "
+                    "encode string columns themselves"
+                ) from None
             raise DataError(" ".join(str(exc).split())) from None
         bad = ~np.isfinite(X)
         if bad.any():

@@ -21,6 +21,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
         samples=args.samples,
+        halves=args.halves,
     )
     print(report.format_table())
     if args.json:
@@ -143,6 +144,14 @@ def _register_evaluate(commands: Commands) -> None:
         metavar="N",
         help="also draw N samples and report FID, KID, precision/recall (and class-conditional accuracy) in the "
         "feature space of a classifier trained on the dataset, named beside each number (default 0: skip)",
+    )
+    p.add_argument(
+        "--halves",
+        choices=("ordered", "random"),  # vaekit.evaluation.quality.HALVES (not imported: the CLI starts light)
+        default="ordered",
+        help="with --samples: the test split's first and second half as the reference and the real-data line "
+        "(ordered, the default), or the halves of a seeded shuffle (random: for data read in an order that makes "
+        "its halves differ, such as a folder of clips named by digit)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -72,22 +72,50 @@ def fit_scaling(
     if method == "standard":
         return mean, std
     features = int(np.prod(x.shape[1:]))
-    step = max(1, -(-len(rows) // MAX_QUANTILE_ROWS))
-    sample = np.asarray(x[rows[::step]], dtype=np.float64).reshape(-1, features) / scale  # (<= 262,144, D)
+    sample = np.asarray(x[rows[:: sample_step(len(rows))]], dtype=np.float64).reshape(-1, features) / scale
+    low, high = _extremes(x, rows, scale)
+    return robust_from_sample(sample, np.asarray(std), low, high)
+
+
+def sample_step(rows: int) -> int:
+    """Every how many training rows one goes into the quantile sample: at most :data:`MAX_QUANTILE_ROWS` rows."""
+    return max(1, -(-rows // MAX_QUANTILE_ROWS))
+
+
+def robust_from_sample(
+    sample: np.ndarray, std: np.ndarray, low: np.ndarray, high: np.ndarray
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """``robust`` / ``asinh`` centre and spread from an even sample of the training rows.
+
+    Parameters
+    ----------
+    sample
+        ``(n, D)`` float64 values of every :func:`sample_step`-th training row, divided by their scale.
+    std
+        ``(D,)`` the features' standard deviations over all training rows (1 for constant features): the spread
+        where the interquartile range is 0.
+    low, high
+        ``(D,)`` the features' smallest and largest training values (all rows): the reach limit.
+
+    Returns
+    -------
+    tuple
+        ``(median, spread)``, each ``D`` floats.
+    """
     q25, median, q75 = np.percentile(sample, [25.0, 50.0, 75.0], axis=0)
     spread = (q75 - q25) / IQR_TO_STD
-    fallback = np.asarray(std)
-    spread = np.where(spread > 1e-8 * np.maximum(1.0, np.abs(median)), spread, fallback)  # (D,)
-    spread = np.maximum(spread, _reach(x, rows, scale, median) / MAX_REACH)
+    spread = np.where(spread > 1e-8 * np.maximum(1.0, np.abs(median)), spread, std)  # (D,)
+    reach = np.maximum(high - median, median - low)  # the farthest training value from the median
+    spread = np.maximum(spread, reach / MAX_REACH)
     return tuple(median.tolist()), tuple(spread.tolist())
 
 
-def _reach(x: np.ndarray, rows: np.ndarray, scale: float, centre: np.ndarray) -> np.ndarray:
-    """Per feature, the largest distance of a training value from ``centre``, read in ~64 MB chunks. (D,)."""
+def _extremes(x: np.ndarray, rows: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature, the smallest and largest training value, read in ~64 MB chunks. Two ``(D,)`` arrays."""
     features = int(np.prod(x.shape[1:]))
-    reach = np.zeros(features)
+    low, high = np.full(features, np.inf), np.full(features, -np.inf)
     step = max(1, CHUNK_BYTES // max(1, features * 8))
     for start in range(0, len(rows), step):
         chunk = np.asarray(x[rows[start : start + step]], dtype=np.float64).reshape(-1, features) / scale
-        reach = np.maximum(reach, np.abs(chunk - centre).max(axis=0))
-    return reach
+        low, high = np.minimum(low, chunk.min(axis=0)), np.maximum(high, chunk.max(axis=0))
+    return low, high

@@ -9,9 +9,10 @@ when DIR holds ``*.npy`` or ``*.parquet`` files directly inside it (a folder of 
                    rules of vaekit.data: uint8 / 255, channels last transposed, ...); no labels
     DIR/*.parquet  the same numeric columns in every file; data.label_column (integer class ids) for labels
 
-    load:   read the headers ──> scan every shard once, 4 MB at a time (kind and scale, NaN check; for real
-            values the mean and std of the train split) ──> hold out round(val_fraction * N_i) rows of every
-            shard for validation, chosen by (data.seed, shard)
+    load:   read the headers ──> scan every shard once, 4 MB at a time (kind and scale, NaN check) ──> hold out
+            round(val_fraction * N_i) rows of every shard for validation, chosen by (data.seed, shard) ──> for
+            real values, one more pass over the train rows: data.scaling's centre and spread (standard: mean and
+            std; robust / asinh: quartiles of an even sample of at most 262,144 rows, as in-memory data)
 
     epoch e, rank r of R processes, loader worker w of W (data.num_workers, 0 counts as 1):
             shard order: a permutation drawn from (data.seed, e), the same in every process
@@ -51,10 +52,11 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from vaekit.config import DataConfig
 from vaekit.data.arrays import array_shape, scan_values
 from vaekit.data.examples import DataBundle, ExampleSet
-from vaekit.data.preprocessing import Preprocessing, uniform_hash
+from vaekit.data.preprocessing import SCALINGS, Preprocessing, uniform_hash
 from vaekit.data.readers import numpy_file_errors
+from vaekit.data.scaling import robust_from_sample, sample_step
 from vaekit.data.sources import SOURCES
-from vaekit.errors import DataError
+from vaekit.errors import ConfigError, DataError
 from vaekit.extras import import_optional
 
 logger = logging.getLogger(__name__)
@@ -578,10 +580,11 @@ def load_sharded(cfg: DataConfig) -> DataBundle:
     plan = _Plan(cfg.seed, lengths, tuple(val_counts))
     mean = std = None
     if kind == "real" and cfg.standardize:
-        mean, std = _train_moments(shards, plan, scale)
+        mean, std = _train_scaling(shards, plan, scale, cfg.scaling)
     first = shards[0]
     preprocessing = Preprocessing(
         shape=first.model_shape, kind=kind, scale=scale, mean=mean, std=std,
+        scaling=cfg.scaling if mean is not None else "standard",
         columns=first.features, source=str(path), label_column=cfg.label_column if parquet else None,
     )
     seed = cfg.seed if cfg.binarize == "static" else None
@@ -593,19 +596,32 @@ def load_sharded(cfg: DataConfig) -> DataBundle:
     return DataBundle(train=splits[0], val=splits[1], test=None, preprocessing=preprocessing)
 
 
-def _train_moments(shards: list[_Shard], plan: _Plan, scale: float) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-feature mean and std of the train rows divided by ``scale``, accumulated in float64 over one pass."""
+def _train_scaling(shards: list[_Shard], plan: _Plan, scale: float,
+                   method: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-feature centre and spread of the train rows divided by ``scale`` for ``data.scaling`` ``method`` (see
+    :mod:`vaekit.data.scaling`), in one pass over the shards: float64 sums for the mean and std, the extremes and,
+    for ``robust`` / ``asinh``, an even sample of at most MAX_QUANTILE_ROWS rows for the quartiles."""
+    if method not in SCALINGS:
+        raise ConfigError(f"data.scaling={method!r} is not one of {', '.join(SCALINGS)}")
     features = math.prod(shards[0].model_shape)
     total, total_sq, count = np.zeros(features), np.zeros(features), 0
+    low, high = np.full(features, np.inf), np.full(features, -np.inf)
+    step = sample_step(sum(len(plan.kept(s, False)) for s in range(len(shards))))
+    sample: list[np.ndarray] = []
     for _, _, (x, _) in _pieces(shards, plan, validation=False):
         values = np.asarray(x, np.float64).reshape(len(x), features) / scale
         total += values.sum(0)
         total_sq += (values**2).sum(0)
+        low, high = np.minimum(low, values.min(0)), np.maximum(high, values.max(0))
+        if method != "standard":
+            sample.append(values[(-count) % step :: step])  # training rows count, count + 1, ...: every step-th
         count += len(values)
     mean = total / count
     std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
     std[std < 1e-8] = 1.0  # constant features: centred, not divided by zero (as vaekit.data does)
-    return tuple(mean.tolist()), tuple(std.tolist())
+    if method == "standard":
+        return tuple(mean.tolist()), tuple(std.tolist())
+    return robust_from_sample(np.concatenate(sample), std, low, high)
 
 
 class _ShardSource:

@@ -16,14 +16,20 @@ whole (training, small data) or in chunks (scoring tables larger than memory).
   then scaled as real data (``data.scaling``) and modelled by the Gaussian likelihood with a learned scale per
   feature: the indicators of a string column are treated as real values, not as a categorical distribution, so a
   score is the density of this encoding (nats per example), comparable between rows of one model only.
-- **Checks.** A missing (NaN) or infinite number in a numeric column is an error naming the column (impute or drop
-  those rows first); at scoring time, so is a numeric column that holds text, a column the model needs that the
-  table lacks, and a column the model was not trained on (besides its label column). An unseen category encodes
-  as all zeros (and is counted in the log): unusual for the model, so it raises the row's anomaly score.
+- **Booleans.** A column of ``True`` / ``False`` (pandas' and pyarrow's spellings: ``True``, ``TRUE``, ``true``)
+  is numeric, 1 and 0, both when training and when a CSV is streamed for scoring.
+- **Checks.** Two columns of one name are an error (pandas would rename the second ``name.1``, which a streamed
+  read could not match). A missing (NaN) or infinite number in a numeric column is an error naming the column
+  (impute or drop those rows first); at scoring time, so is a numeric column that holds text, a column the model
+  needs that the table lacks, and a column the model was not trained on (besides its label column). An unseen
+  category encodes as all zeros (and is counted in the log): unusual for the model, so it raises the row's anomaly
+  score.
 """
 
 from __future__ import annotations
 
+import csv
+import gzip
 import logging
 import re
 from collections.abc import Iterator
@@ -66,6 +72,32 @@ def _read_frame(path: Path) -> Any:
         raise DataError(f"reading Parquet files needs the pyarrow package: {install_hint('tables')}") from None
     except Exception as exc:  # pandas raises many parser-specific types
         raise DataError(f"cannot read table {str(path)!r}: {' '.join(str(exc).split())}") from None
+
+
+def header(path: Path) -> list[str]:
+    """The column names of a table file as written (pandas renames a repeated name; this does not)."""
+    if path.name.lower().endswith(".parquet"):
+        pq = import_optional("pyarrow.parquet", "tables", "reading Parquet files", DataError)
+        try:
+            return [str(name) for name in pq.read_schema(path).names]
+        except Exception as exc:  # pyarrow's error types differ by version
+            raise DataError(f"cannot read table {str(path)!r}: {' '.join(str(exc).split())}") from None
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+            return next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"cannot read the header of table {str(path)!r}: {' '.join(str(exc).split())}") from None
+
+
+def check_unique(names: list[str], where: str) -> None:
+    """DataError when two columns share a name: which of them a model's column means would be a guess."""
+    seen: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in seen:
+            raise DataError(f"{where} has two columns named {name!r} (columns {seen[name] + 1} and {i + 1}); "
+                            "give every column its own name")
+        seen[name] = i
 
 
 def feature_names(columns: tuple[str, ...], categories: Categories | None) -> list[str]:
@@ -172,6 +204,7 @@ def read_table(path: Path, columns: tuple[str, ...] | None = None, label_column:
         infinite numbers, too many categories.
     """
     where = repr(str(path))
+    check_unique(header(path), where)
     table = _read_frame(path)
     names = [str(c) for c in table.columns]
     table.columns = names
@@ -209,6 +242,7 @@ def iter_table(path: Path, columns: tuple[str, ...], label_column: str | None, c
     where = repr(str(path))
     pa = import_optional("pyarrow", "tables", "streaming tables", DataError)
     batches, names = _open_batches(path, columns, label_column, categories, rows)
+    check_unique(names, where)
     _check_columns(names, columns, label_column, where)
     done = 0
     try:
@@ -254,8 +288,12 @@ def _open_batches(path: Path, columns: tuple[str, ...], label_column: str | None
             names = list(parquet.schema_arrow.names)
             present = [c for c in wanted if c in names]
             return parquet.iter_batches(batch_size=rows, columns=present), names
-        names = list(pacsv.open_csv(path).schema.names)
-        types = {c: (pa.string() if c in cats else pa.float64()) for c in columns if c in names}
+        inferred = pacsv.open_csv(path).schema  # from the first block: True/False columns as booleans, as pandas
+        names = list(inferred.names)
+        if len(set(names)) < len(names):
+            return iter(()), names  # iter_table refuses the repeated names
+        types = {c: (pa.string() if c in cats else pa.bool_() if pa.types.is_boolean(inferred.field(c).type)
+                     else pa.float64()) for c in columns if c in names}
         present = [c for c in wanted if c in names]
         block = max(1 << 20, min(64 << 20, rows * 16 * max(1, len(names))))
         convert = pacsv.ConvertOptions(column_types=types, include_columns=present, null_values=PANDAS_NULLS,

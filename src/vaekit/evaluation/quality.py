@@ -2,7 +2,7 @@
 
 ::
 
-    test split of the data ──> first half A (reference), second half B
+    test split of the data ──> first half A (reference), second half B   (halves="random": a seeded shuffle first)
     model ──sample──> N decoded means ────────┐
                                                ├─ extractor.features ─> (N, F) float64
     A, B ──────────────────────────────────────┘
@@ -14,7 +14,9 @@ line (B against A, the two halves of the test split, as the issue defines it) sh
 with as many examples as B holds: FID and KID are biased upwards at small sample sizes, so compare a model's
 figures with it at ``n = len(B)``. It is not a strict floor where the halves differ in kind: MNIST's first
 5,000 test images come from NIST's SD-3 writers and the last 5,000 from SD-1 (FID 3.35 between them, 0.27
-between two random halves, in BENCHMARKS.md).
+between two random halves, in BENCHMARKS.md). Where the test split is in an order that makes its halves differ
+(a folder of clips read in name order, ``0_*`` to ``9_*``: digits 0-4 against 5-9), pass ``halves="random"``
+(``vaekit evaluate --halves random``): the halves are then a shuffle of the split drawn from ``seed``.
 
 - **FID** (Heusel et al. 2017, arXiv:1706.08500): ``|mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^{1/2})``
   of Gaussians fitted to the two feature sets, in float64. The trace of the matrix square root is computed by
@@ -65,6 +67,7 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_BATCH = 1000  # samples decoded per call; fixed so results do not depend on memory settings
 PR_NEIGHBOURS = 3
+HALVES = ("ordered", "random")  # how the test split is cut into the reference A and the real B
 KID_SUBSETS = 100
 KID_SUBSET_SIZE = 1000
 
@@ -301,6 +304,7 @@ class QualityReport:
     conditional_accuracy: float | None = None
     per_class_accuracy: list[float] | None = field(default=None)
     seconds: float = 0.0
+    halves: str = "ordered"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -328,7 +332,8 @@ def quality_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
         ),
         (
             f"FID ({samples} samples)",
-            f"{report['fid']:.3f}   real halves ({half} each): {report['real_fid']:.3f}   {where}",
+            f"{report['fid']:.3f}   real halves ({half} each, {report.get('halves', 'ordered')}): "
+            f"{report['real_fid']:.3f}   {where}",
         ),
         (
             "KID x 1000",
@@ -377,6 +382,7 @@ def sample_quality(
     kid_subset_size: int = KID_SUBSET_SIZE,
     classifier: Classifier | None = None,
     cache_dir: str | Path | None = None,
+    halves: str = "ordered",
 ) -> QualityReport:
     """FID, KID, precision/recall of ``n`` samples (and class-conditional accuracy of a conditional model).
 
@@ -405,6 +411,9 @@ def sample_quality(
         A feature extractor to use instead of the cached one of ``data`` (see :mod:`vaekit.evaluation.classifier`).
     cache_dir
         Cache folder of extractors.
+    halves
+        ``ordered``: the test split's first half is the reference A, its second half B; ``random``: the split
+        shuffled (seeded by ``seed``) first, for data whose order makes the halves differ in kind.
 
     Returns
     -------
@@ -419,6 +428,8 @@ def sample_quality(
     """
     if n <= k:
         raise ConfigError(f"n must exceed k={k} (the precision/recall neighbour), got {n}; use --samples 5000")
+    if halves not in HALVES:
+        raise ConfigError(f"halves={halves!r} is not one of {', '.join(HALVES)}")
     model = as_model(model)
     model.eval()
     start = time.perf_counter()
@@ -431,13 +442,16 @@ def sample_quality(
         classifier = get_classifier(source, model.preprocessing, data_dir=data_dir, cache_dir=cache_dir)
     classifier = classifier.to(model.device)
     x_real = examples.tensor()
-    reference, other = x_real[:half], x_real[half : 2 * half]  # A = first half, B = second half
-    features_a, features_b = classifier.features(reference), classifier.features(other)
+    order = (np.random.default_rng(seed + 7).permutation(len(x_real)) if halves == "random"
+             else np.arange(len(x_real)))
+    a, b = torch.as_tensor(order[:half]), torch.as_tensor(order[half : 2 * half])  # A = first half, B = second
+    features_a, features_b = classifier.features(x_real[a]), classifier.features(x_real[b])
     labels = None
     if model.num_classes:
         if examples.labels is None:
             raise DataError(f"{source!r} has no labels to draw a conditional model's samples with; pass labelled data")
-        labels = np.random.default_rng(seed).choice(examples.labels[:half], n)  # the reference's label frequencies
+        reference_labels = np.asarray(examples.labels)[order[:half]]
+        labels = np.random.default_rng(seed).choice(reference_labels, n)  # the reference's label frequencies
     features_s = classifier.features(_draw(model, n, temperature, seed, labels))
     conditional, per_class = None, None
     if model.num_classes:
@@ -447,7 +461,7 @@ def sample_quality(
     report = QualityReport(
         extractor=classifier.name, extractor_test_accuracy=classifier.test_accuracy, data=source, num_samples=n,
         num_reference=half, temperature=temperature, seed=seed, k=k, conditional_accuracy=conditional,
-        per_class_accuracy=per_class,
+        per_class_accuracy=per_class, halves=halves,
         **_metrics(features_s, features_a, features_b, k, kid_subsets, kid_subset_size, seed),
         seconds=time.perf_counter() - start,
     )

@@ -154,6 +154,7 @@ def evaluate(
     progress: bool = False,
     labels: torch.Tensor | None = None,
     samples: int = 0,
+    halves: str = "ordered",
 ) -> EvalReport:
     """Evaluate a model on held-out data.
 
@@ -181,6 +182,9 @@ def evaluate(
         class-conditional accuracy of a conditional model) in the feature space of a classifier trained on
         the model's dataset, each named beside its extractor (see :func:`vaekit.evaluation.quality.sample_quality`;
         the real data is the test split of ``data`` when it is a name or path, else of the model's source).
+    halves
+        How that test split is cut into the reference half and the real-data half: ``ordered`` (first and
+        second half) or ``random`` (a seeded shuffle first; for splits whose order makes the halves differ).
 
     Returns
     -------
@@ -229,7 +233,8 @@ def evaluate(
         from vaekit.evaluation.quality import sample_quality
 
         named = data if isinstance(data, str) else None
-        report.sample_quality = sample_quality(model, samples, data=named, data_dir=data_dir, seed=seed).to_dict()
+        report.sample_quality = sample_quality(model, samples, data=named, data_dir=data_dir, seed=seed,
+                                               halves=halves).to_dict()
     return report
 
 
