@@ -73,7 +73,7 @@ DETECTOR_MAX_STEPS, DETECTOR_K = 3000, 10  # AnomalyDetector's defaults: benchma
 
 
 def _text_columns(X: Any, limit: int = 5) -> list[str]:
-    """The first ``limit`` columns of ``X`` holding values that are not numbers: a DataFrame's column names
+    """The first ``limit`` columns of ``X`` holding strings that are not numbers: a DataFrame's column names
     (quoted), otherwise column indices; empty when there are none or X is not two-dimensional."""
     if hasattr(X, "dtypes") and hasattr(X, "columns"):  # a pandas DataFrame
         import pandas as pd
@@ -89,8 +89,11 @@ def _text_columns(X: Any, limit: int = 5) -> list[str]:
         return []
     found = []
     for j in range(array.shape[1]):
+        column = array[:, j]
+        if not any(isinstance(v, (str, bytes)) for v in column):
+            continue  # complex numbers or odd objects: sklearn's own message names them
         try:
-            array[:, j].astype(np.float64)
+            column.astype(np.float64)
         except (TypeError, ValueError):
             found.append(str(j))
             if len(found) == limit:
