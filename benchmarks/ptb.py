@@ -27,6 +27,14 @@ information and active units show what each remedy does.
     python benchmarks/ptb.py --data ../shared/data/ptb --budget 300 --k 50 --eval-k 5 --auroc-sentences 200
     python benchmarks/ptb.py --remedies --budget 900 --k 100                     # 8 models x 15 minutes
 
+``--part I/N`` trains and evaluates every N-th model of the ablation, starting at the I-th (from 1), into
+``results/ptb_remedies_IofN.json``, so that N processes can share the work; ``--remedies --join N`` then gathers the
+N parts into one table, ``results/ptb_remedies.json``:
+
+    OMP_NUM_THREADS=1 python benchmarks/ptb.py --remedies --part 1/2 &
+    OMP_NUM_THREADS=1 python benchmarks/ptb.py --remedies --part 2/2
+    python benchmarks/ptb.py --remedies --join 2
+
 On a 2-core machine the two models can train side by side, one thread each (each still gets ``--budget`` seconds
 of one core), and the rest then runs on the saved results:
 
@@ -45,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import RESULTS, ROOT, save, table
+from common import RESULTS, ROOT, fail, save, table
 
 from vaekit.apps.text import interpolate_text, reconstruct_text, sample_text, shuffle_auroc
 from vaekit.config import Config, resolve_config
@@ -87,6 +95,8 @@ def main() -> None:
                         help="train and evaluate this preset alone, into results/ptb_PRESET.json")
     parser.add_argument("--remedies", action="store_true", help="the ablation of the remedies for posterior collapse")
     parser.add_argument("--epochs", type=int, help="--remedies: train this many epochs instead of --budget")
+    parser.add_argument("--part", help="--remedies: I/N, every N-th model from the I-th (N processes share the work)")
+    parser.add_argument("--join", type=int, help="--remedies: gather the results of --part 1/N .. N/N")
     parser.add_argument("overrides", nargs="*", help="key=value overrides of both presets (e.g. train.batch_size=32)")
     args = parser.parse_args()
     out = Path(args.out)
@@ -140,14 +150,42 @@ def _config(preset: str, args: argparse.Namespace, extra: list[str] | None = Non
 
 def remedies(args: argparse.Namespace, out: Path) -> None:
     """Each remedy for posterior collapse switched off in turn: one model per row, evaluated alike."""
+    if args.join:
+        paths = [RESULTS / f"ptb_remedies_{i}of{args.join}.json" for i in range(1, args.join + 1)]
+        missing = [p.name for p in paths if not p.exists()]
+        if missing:
+            fail(f"--join {args.join}: no {', '.join(missing)} in {RESULTS}; run the missing "
+                             f"--part I/{args.join} first")
+        parts = [json.loads(p.read_text()) for p in paths]
+        settings = {(p["budget_s"], p["epochs"], p["k"]) for p in parts}
+        if len(settings) != 1:
+            fail(f"the parts were run with different --budget/--epochs/--k: {sorted(settings)}")
+        found = {row["model"]: row for p in parts for row in p["rows"]}
+        rows = [found[name] for name in REMEDIES if name in found]
+        print(table(rows))
+        path = save("ptb_remedies", {"budget_s": parts[0]["budget_s"], "epochs": parts[0]["epochs"],
+                                     "k": parts[0]["k"], "parts": [p["date"] for p in parts], "rows": rows})
+        print(f"results: {path}")
+        return
+    first, step = 1, 1
+    if args.part:
+        try:
+            first, step = (int(v) for v in args.part.split("/"))
+        except ValueError:
+            fail(f"--part {args.part!r}: give I/N, e.g. 1/2")
+        if not 1 <= first <= step:
+            fail(f"--part {args.part!r}: I must be between 1 and N")
     rows = []
     for i, (name, (preset, extra)) in enumerate(REMEDIES.items()):
+        if i % step != first - 1:
+            continue
         result = _train_and_evaluate(preset, out / f"remedy-{i}", args, extra)
         rows.append({"model": name, **{key: result[key] for key in (
             "test_nll", "k", "perplexity", "elbo", "kl", "mutual_information", "active_units", "epochs",
             "train_time_s")}})
         print("\n" + table(rows))
-    path = save("ptb_remedies", {"budget_s": args.budget, "epochs": args.epochs, "k": args.k, "rows": rows})
+    name = f"ptb_remedies_{first}of{step}" if args.part else "ptb_remedies"
+    path = save(name, {"budget_s": args.budget, "epochs": args.epochs, "k": args.k, "rows": rows})
     print(f"results: {path}")
 
 
@@ -291,10 +329,16 @@ def _plot(presets: dict[str, dict[str, Any]]) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, result in presets.items():
-        curve = result["curve"]
-        label = f"{name}: " + ("validation NLL (exact)" if result["k"] == 1 else "validation NLL (IWAE)")
-        ax.plot([c["train_time_s"] / 60 for c in curve], [c["val_nll"] for c in curve], "o-", label=label)
+    for i, (name, result) in enumerate(presets.items()):
+        colour = f"C{i % 10}"
+        # one line per estimate: the VAE's IWAE points and its -ELBO points (an upper bound on the NLL) apart
+        for estimate, style in (("exact", "o-"), ("IWAE", "o-"), ("-ELBO", "x:")):
+            points = [c for c in result["curve"] if c.get("estimate", "exact").startswith(estimate)]
+            if points:
+                label = f"{name}: validation " + ("-ELBO (bound)" if estimate == "-ELBO" else
+                                                  f"NLL ({points[0].get('estimate', 'exact')})")
+                ax.plot([c["train_time_s"] / 60 for c in points], [c["val_nll"] for c in points], style,
+                        color=colour, label=label)
     ax.set_xlabel("training time (minutes)")
     ax.set_ylabel("NLL (nats per sentence)")
     ax.set_title("Penn Treebank: validation NLL against training time")
