@@ -66,8 +66,7 @@ def fit_scaling(
     ConfigError
         An unknown ``method``.
     """
-    if method not in SCALINGS:
-        raise ConfigError(f"data.scaling={method!r} is not one of {', '.join(SCALINGS)}")
+    check_scaling(method)
     mean, std = fit_standardization(x, rows, scale)  # warns about constant features and huge values
     if method == "standard":
         return mean, std
@@ -75,6 +74,12 @@ def fit_scaling(
     sample = np.asarray(x[rows[:: sample_step(len(rows))]], dtype=np.float64).reshape(-1, features) / scale
     low, high = _extremes(x, rows, scale)
     return robust_from_sample(sample, np.asarray(std), low, high)
+
+
+def check_scaling(method: str) -> None:
+    """Raise :class:`~vaekit.errors.ConfigError` unless ``method`` is a ``data.scaling`` this module knows."""
+    if method not in SCALINGS:
+        raise ConfigError(f"data.scaling={method!r} is not one of {', '.join(SCALINGS)}")
 
 
 def sample_step(rows: int) -> int:

@@ -52,11 +52,11 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from vaekit.config import DataConfig
 from vaekit.data.arrays import array_shape, scan_values
 from vaekit.data.examples import DataBundle, ExampleSet
-from vaekit.data.preprocessing import SCALINGS, Preprocessing, uniform_hash
+from vaekit.data.preprocessing import Preprocessing, uniform_hash
 from vaekit.data.readers import numpy_file_errors
-from vaekit.data.scaling import robust_from_sample, sample_step
+from vaekit.data.scaling import check_scaling, robust_from_sample, sample_step
 from vaekit.data.sources import SOURCES
-from vaekit.errors import ConfigError, DataError
+from vaekit.errors import DataError
 from vaekit.extras import import_optional
 
 logger = logging.getLogger(__name__)
@@ -601,12 +601,11 @@ def _train_scaling(shards: list[_Shard], plan: _Plan, scale: float,
     """Per-feature centre and spread of the train rows divided by ``scale`` for ``data.scaling`` ``method`` (see
     :mod:`vaekit.data.scaling`), in one pass over the shards: float64 sums for the mean and std, the extremes and,
     for ``robust`` / ``asinh``, an even sample of at most MAX_QUANTILE_ROWS rows for the quartiles."""
-    if method not in SCALINGS:
-        raise ConfigError(f"data.scaling={method!r} is not one of {', '.join(SCALINGS)}")
+    check_scaling(method)
     features = math.prod(shards[0].model_shape)
     total, total_sq, count = np.zeros(features), np.zeros(features), 0
     low, high = np.full(features, np.inf), np.full(features, -np.inf)
-    step = sample_step(sum(len(plan.kept(s, False)) for s in range(len(shards))))
+    step = sample_step(sum(plan.count(s, False) for s in range(len(shards))))
     sample: list[np.ndarray] = []
     for _, _, (x, _) in _pieces(shards, plan, validation=False):
         values = np.asarray(x, np.float64).reshape(len(x), features) / scale
