@@ -30,6 +30,11 @@ Run (the full benchmark: about 70 CPU-minutes on a quiet machine; one torch thre
 
     OMP_NUM_THREADS=1 python benchmarks/fsdd.py --data ../shared/data/fsdd/recordings
 
+or its two halves side by side, one per core (``--part main`` writes ``fsdd.json``, ``--part extra``
+``fsdd_extra.json``)::
+
+    OMP_NUM_THREADS=1 python benchmarks/fsdd.py --part main & OMP_NUM_THREADS=1 python benchmarks/fsdd.py --part extra
+
 A quick check that everything runs (a few epochs, small k; the numbers mean nothing)::
 
     OMP_NUM_THREADS=1 python benchmarks/fsdd.py --quick --out runs/bench-fsdd-quick
@@ -124,12 +129,13 @@ def griffin_lim(data: str, record: AudioPreprocessing, limit: int | None) -> dic
             "mel_spectral_convergence_mean": float(mel_sc.mean()), "seconds_per_clip": seconds / len(paths)}
 
 
-def conditional_accuracy(model: Any, classifier: Any, n: int) -> dict[str, Any]:
-    """Share of ``n`` conditional samples (digits 0..9 in turn, seeded) the classifier hears as the asked digit."""
+def conditional_accuracy(model: Any, classifier: Any, n: int, latents: str) -> dict[str, Any]:
+    """Share of ``n`` conditional samples (digits 0..9 in turn, seeded) the classifier hears as the asked digit,
+    their z drawn from ``latents`` (``prior`` or ``fitted``)."""
     asked = np.arange(n) % model.num_classes
-    x = vaekit.sample(model, n, seed=123, label=asked)
+    x = vaekit.sample(model, n, seed=123, label=asked, latents=latents)
     overall, per_class = class_accuracy(classifier, x, asked)
-    return {"samples": n, "accuracy": overall, "per_class": per_class}
+    return {"samples": n, "latents": latents, "accuracy": overall, "per_class": per_class}
 
 
 def balanced_halves(groups: list[tuple[str, ...]], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -146,16 +152,16 @@ def balanced_halves(groups: list[tuple[str, ...]], seed: int = 0) -> tuple[np.nd
 
 
 def sample_figures(model: Any, classifier: Any, x_test: torch.Tensor, labels: np.ndarray,
-                   halves: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
-    """FID and KID of len(A) samples against half A of the test split, beside half B's (same extractor)."""
+                   halves: tuple[np.ndarray, np.ndarray], latents: str) -> dict[str, Any]:
+    """FID and KID of len(A) samples (z from ``latents``) against half A of the test split, beside half B's."""
     a, b = halves
     features_a, features_b = classifier.features(x_test[a]), classifier.features(x_test[b])
     n = len(a)
     asked = np.random.default_rng(0).choice(labels[a], n) if model.num_classes else None  # A's label frequencies
-    features_s = classifier.features(vaekit.sample(model, n, seed=7, label=asked))
+    features_s = classifier.features(vaekit.sample(model, n, seed=7, label=asked, latents=latents))
     kid_s, kid_b = kid(features_s, features_a), kid(features_b, features_a)
-    return {"samples": n, "fid": fid(features_s, features_a), "real_fid": fid(features_b, features_a),
-            "kid": kid_s[0], "real_kid": kid_b[0]}
+    return {"samples": n, "latents": latents, "fid": fid(features_s, features_a),
+            "real_fid": fid(features_b, features_a), "kid": kid_s[0], "real_kid": kid_b[0]}
 
 
 def write_sounds(model: Any, data: str) -> list[str]:
@@ -197,6 +203,52 @@ def speaker_anomaly(data: str, speaker: str, out: Path, overrides: list[str], k:
             "auroc": float(roc_auc_score(truth, np.r_[scores[0], scores[1]])), "train_cpu_s": spent["cpu_s"]}
 
 
+def trained_rows(args: argparse.Namespace, names: tuple[str, ...], quick: list[str], k: int, bundle: Any,
+                 results: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Train the runs ``names`` and measure their test ELBO / NLL (into ``results``); (models, table rows)."""
+    x_test, y_test = bundle.test.tensor(), torch.as_tensor(bundle.test.labels)
+    runs = {"fsdd": ("fsdd", []), "fsdd-cvae": ("fsdd-cvae", []),
+            "fsdd gaussian": ("fsdd", ["model.likelihood=gaussian"])}
+    models, rows = {}, []
+    for name in names:
+        preset, extra = runs[name]
+        model, spent = train_preset(preset, args.data, Path(args.out) / name.replace(" ", "-"), [*quick, *extra])
+        models[name] = model
+        figures = likelihood_figures(model, x_test, y_test if model.num_classes else None, k)
+        rows.append({"model": name, "likelihood": model.config.likelihood, "train_cpu_min": spent["cpu_s"] / 60,
+                     "test_elbo": figures["elbo_nats"], f"test_nll_k{k}": figures["nll_nats"],
+                     "bits_per_dim": figures["nll_bits_per_dim"]})
+        results[name] = {**figures, **spent}
+    return models, rows
+
+
+def quality_part(args: argparse.Namespace, models: dict[str, Any], bundle: Any, results: dict[str, Any]) -> None:
+    """Classifier, conditional accuracy, FID / KID (fitted latents and prior), Griffin-Lim, the WAVs."""
+    cvae = models["fsdd-cvae"]
+    classifier = get_classifier(args.data, cvae.preprocessing)
+    results["classifier"] = {"name": classifier.name, "test_accuracy": classifier.test_accuracy}
+    n_conditional = 100 if args.quick else args.conditional_samples
+    results["conditional"] = {latents: conditional_accuracy(cvae, classifier, n_conditional, latents)
+                              for latents in ("fitted", "prior")}
+    groups = [(c.stem.split("_")[0], c.stem.split("_")[1]) for c in test_paths(args.data, cvae.preprocessing)]
+    halves = balanced_halves(groups)
+    for name in ("fsdd", "fsdd-cvae"):
+        results[name]["quality"] = {}
+        for latents in ("fitted", "prior"):
+            quality = sample_figures(models[name], classifier, bundle.test.tensor(), bundle.test.labels, halves,
+                                     latents)
+            results[name]["quality"][latents] = quality
+            print(f"{name}, {latents} latents: FID {quality['fid']:.2f} (test halves {quality['real_fid']:.2f}), "
+                  f"KID {quality['kid']:.4f} (halves {quality['real_kid']:.4f})", flush=True)
+    print(f"classifier {classifier.describe()}; conditional samples heard as asked: "
+          f"{results['conditional']['fitted']['accuracy']:.1%} (fitted latents), "
+          f"{results['conditional']['prior']['accuracy']:.1%} (prior)", flush=True)
+    results["griffin_lim"] = griffin_lim(args.data, cvae.preprocessing, 40 if args.quick else None)
+    print(f"Griffin-Lim: spectral convergence {results['griffin_lim']['spectral_convergence_mean']:.3f}", flush=True)
+    if not args.quick:
+        results["sounds"] = write_sounds(cvae, args.data)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(DEFAULT_FSDD), help="FSDD's recordings/ folder")
@@ -205,58 +257,39 @@ def main() -> None:
     parser.add_argument("--conditional-samples", type=int, default=1000)
     parser.add_argument("--anomaly-speakers", default="theo", help="comma-separated, or 'all' (default theo)")
     parser.add_argument("--skip-likelihoods", action="store_true", help="skip the gaussian-vs-laplace run")
+    parser.add_argument("--part", choices=("all", "main", "extra"), default="all",
+                        help="all (default); or one of two halves to run side by side in two processes: main "
+                             "(the two presets, PPCA, classifier, samples, Griffin-Lim, WAVs; fsdd.json) and extra "
+                             "(the gaussian-likelihood run and the speaker anomaly; fsdd_extra.json)")
     parser.add_argument("--quick", action="store_true", help="2 epochs, k=20, 100 samples: checks that it runs")
     args = parser.parse_args()
     torch.set_num_threads(1)
     quick = ["train.epochs=2"] if args.quick else []
     k = 20 if args.quick else args.k
-    out = Path(args.out)
-    results: dict[str, Any] = {"data": args.data, "quick": args.quick, "threads": 1}
-
+    results: dict[str, Any] = {"data": args.data, "quick": args.quick, "threads": 1, "part": args.part}
     bundle = load_data(resolve_config(get_preset("fsdd"), overrides=[f"data.source={args.data}"]).data)
-    x_train = torch.cat([bundle.train.tensor(), bundle.val.tensor()]).numpy()
-    x_test, y_test = bundle.test.tensor(), torch.as_tensor(bundle.test.labels)
-    models, rows = {}, []
-    for name, preset, extra in (("fsdd", "fsdd", []), ("fsdd-cvae", "fsdd-cvae", []),
-                                ("fsdd gaussian", "fsdd", ["model.likelihood=gaussian"])):
-        if name == "fsdd gaussian" and args.skip_likelihoods:
-            continue
-        model, spent = train_preset(preset, args.data, out / name.replace(" ", "-"), [*quick, *extra])
-        models[name] = model
-        figures = likelihood_figures(model, x_test, y_test if model.num_classes else None, k)
-        rows.append({"model": name, "likelihood": model.config.likelihood, "train_cpu_min": spent["cpu_s"] / 60,
-                     "test_elbo": figures["elbo_nats"], f"test_nll_k{k}": figures["nll_nats"],
-                     "bits_per_dim": figures["nll_bits_per_dim"]})
-        results[name] = {**figures, **spent}
-    latent = models["fsdd"].latent_dim
-    results["ppca"] = ppca_nll(x_train, x_test.numpy(), latent)
-    rows.append({"model": f"PPCA ({latent} components)", "likelihood": "gaussian", "train_cpu_min": float("nan"),
-                 "test_elbo": float("nan"), f"test_nll_k{k}": results["ppca"]["nll_nats"],
-                 "bits_per_dim": results["ppca"]["nll_bits_per_dim"]})
+    names = {"all": ("fsdd", "fsdd-cvae", "fsdd gaussian"), "main": ("fsdd", "fsdd-cvae"),
+             "extra": ("fsdd gaussian",)}[args.part]
+    names = tuple(n for n in names if not (n == "fsdd gaussian" and args.skip_likelihoods))
+    models, rows = trained_rows(args, names, quick, k, bundle, results)
+    if args.part != "extra":
+        x_train = torch.cat([bundle.train.tensor(), bundle.val.tensor()]).numpy()
+        latent = models["fsdd"].latent_dim
+        results["ppca"] = ppca_nll(x_train, bundle.test.tensor().numpy(), latent)
+        rows.append({"model": f"PPCA ({latent} components)", "likelihood": "gaussian", "train_cpu_min": float("nan"),
+                     "test_elbo": float("nan"), f"test_nll_k{k}": results["ppca"]["nll_nats"],
+                     "bits_per_dim": results["ppca"]["nll_bits_per_dim"]})
     print(table(rows), flush=True)
     results["table"] = rows
-
-    cvae = models["fsdd-cvae"]
-    classifier = get_classifier(args.data, cvae.preprocessing)
-    results["classifier"] = {"name": classifier.name, "test_accuracy": classifier.test_accuracy}
-    results["conditional"] = conditional_accuracy(cvae, classifier, 100 if args.quick else args.conditional_samples)
-    groups = [(c.stem.split("_")[0], c.stem.split("_")[1]) for c in test_paths(args.data, cvae.preprocessing)]
-    halves = balanced_halves(groups)
-    for name in ("fsdd", "fsdd-cvae"):
-        quality = sample_figures(models[name], classifier, x_test, bundle.test.labels, halves)
-        results[name]["quality"] = quality
-        print(f"{name}: FID {quality['fid']:.2f} (test halves {quality['real_fid']:.2f}), KID {quality['kid']:.4f} "
-              f"(halves {quality['real_kid']:.4f})", flush=True)
-    print(f"classifier {classifier.describe()}; conditional samples heard as asked: "
-          f"{results['conditional']['accuracy']:.1%}", flush=True)
-    results["griffin_lim"] = griffin_lim(args.data, cvae.preprocessing, 40 if args.quick else None)
-    print(f"Griffin-Lim: spectral convergence {results['griffin_lim']['spectral_convergence_mean']:.3f}", flush=True)
-    if not args.quick:
-        results["sounds"] = write_sounds(cvae, args.data)
-    speakers = SPEAKERS if args.anomaly_speakers == "all" else tuple(args.anomaly_speakers.split(","))
-    results["speaker_anomaly"] = [speaker_anomaly(args.data, s, out / "anomaly", quick, k) for s in speakers]
-    print(table([{k_: v for k_, v in r.items() if k_ != "train_cpu_s"} for r in results["speaker_anomaly"]]))
-    path = save("fsdd_quick" if args.quick else "fsdd", results)
+    if args.part != "extra":
+        quality_part(args, models, bundle, results)
+    if args.part != "main":
+        speakers = SPEAKERS if args.anomaly_speakers == "all" else tuple(args.anomaly_speakers.split(","))
+        results["speaker_anomaly"] = [speaker_anomaly(args.data, s, Path(args.out) / "anomaly", quick, k)
+                                      for s in speakers]
+        print(table([{k_: v for k_, v in r.items() if k_ != "train_cpu_s"} for r in results["speaker_anomaly"]]))
+    name = "fsdd" + ("_extra" if args.part == "extra" else "") + ("_quick" if args.quick else "")
+    path = save(name, results)
     print(f"wrote {path}")
 
 

@@ -153,6 +153,11 @@ class ModelConfig:
         ``gaussian`` and ``laplace``: where the scale of p(x|z) comes from: ``feature`` (one learned scale per data
         element, shared by every example; or ``gaussian_scale``, fixed) or ``decoder`` (the decoder predicts a
         scale for every element of every example: heteroscedastic, e.g. quiet and loud parts of a spectrogram).
+    latent_density
+        ``vae`` family: 0 (the default) samples latents from the prior; n > 0 fits, when training ends, a mixture
+        of n full-covariance Gaussians per class (in all, for an unconditional model) to the training examples'
+        posterior means, which ``sample`` then draws from (ex-post density estimation, Ghosh et al. 2020; see
+        :mod:`vaekit.models.latent_density`). The NLL, scores and compression still use the prior.
     """
 
     family: str = "auto"
@@ -178,12 +183,13 @@ class ModelConfig:
     input_norm: Literal["none", "l2"] = "none"
     input_dropout: float = 0.0
     likelihood_scale: Literal["feature", "decoder"] = "feature"
+    latent_density: int = 0
 
     def __post_init__(self) -> None:
         _check_section(self, "model", {
             "latent_dim": at_least(0), "hidden_dims": all_at_least(1), "channels": all_at_least(1),
             "gaussian_scale": optional(positive()), "num_classes": at_least(0), "mixture_components": at_least(1),
-            "latent_layers": all_at_least(1), "residual_blocks": at_least(1),
+            "latent_layers": all_at_least(1), "residual_blocks": at_least(1), "latent_density": at_least(0),
         })
         _check_section(self, "model", {  # the text family's settings
             "embedding_dim": at_least(1), "word_dropout": between(0.0, 1.0), "dropout": between(0.0, 1.0),

@@ -13,7 +13,7 @@ import torch
 import vaekit
 from vaekit.cli.main import main
 from vaekit.config import resolve_config
-from vaekit.data import load_examples
+from vaekit.data import load_data, load_examples
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation import quality
 from vaekit.evaluation.classifier import Classifier, ClassifierSettings, get_classifier
@@ -182,3 +182,35 @@ def test_conditional_samples_are_classified_as_the_requested_class(
 def test_mnist_cvae_preset_is_conditional() -> None:
     config = get_preset("mnist-cvae")
     assert config.model.num_classes == 10 and config.data.source == "mnist"
+
+
+def test_training_fits_the_latent_density_and_sample_draws_from_it(tmp_path: Path, capsys) -> None:
+    """model.latent_density=1: when training ends, best/ holds one Gaussian per class, fitted to the training
+    split's posterior means; `sample` draws from it by default and from the prior with --latents prior."""
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *TINY, "model.num_classes=10", "model.latent_density=1"]) == 0
+    model = vaekit.load(out)
+    assert model.latent_density is not None and model.latent_density.is_fitted
+    assert model.metadata["latent_density"]["gaussians_per_class"] == 1
+    config = resolve_config(get_preset("digits"), overrides=["model.num_classes=10"])
+    train = load_data(config.data).train  # the split training used (validation rows taken out)
+    with torch.no_grad():
+        mu = model.encode(train.tensor(), torch.as_tensor(train.labels)).mean
+    assert model.metadata["latent_density"]["examples"] == len(train) == len(mu)
+    labels = np.asarray(train.labels)
+    for c in (0, 7):
+        torch.testing.assert_close(model.latent_density.means[c], mu[labels == c].mean(0), atol=1e-4, rtol=1e-4)
+    assert config.model.latent_density == 0  # the preset itself is unchanged
+    code, stdout, _ = run(capsys, "sample", out, "--label", "7", "-n", "5", "--out", tmp_path / "fitted.png")
+    assert code == 0 and "samples of class 7" in stdout
+    run(capsys, "sample", out, "--label", "7", "-n", "5", "--latents", "prior", "--out", tmp_path / "prior.png")
+    fitted, prior = np.load(tmp_path / "fitted.npy"), np.load(tmp_path / "prior.npy")
+    np.testing.assert_array_equal(fitted, vaekit.sample(model, 5, label=7, latents="fitted"))
+    np.testing.assert_array_equal(prior, vaekit.sample(model, 5, label=7, latents="prior"))
+    assert not np.allclose(fitted, prior)
+
+
+def test_latents_fitted_without_a_fitted_density_is_one_line(cvae_run: Path, tmp_path: Path, capsys) -> None:
+    code, _, err = run(capsys, "sample", cvae_run, "--latents", "fitted", "--out", tmp_path / "s.png")
+    assert_one_line_error(code, err, "no fitted latent density", "--latents prior")
+    assert not (tmp_path / "s.png").exists()

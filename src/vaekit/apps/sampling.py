@@ -7,6 +7,11 @@ A conditional model (``model.num_classes = K``, a conditional VAE, Sohn et al. 2
 a label: ``label=3`` asks for examples of class 3 (``vaekit sample MODEL --label 3``), a sequence gives one
 label per sample, and no label cycles through the classes 0, 1, ..., K-1, 0, 1, ... (one class per column of
 the picture when K <= 16).
+
+A model trained with ``model.latent_density`` carries a Gaussian mixture fitted to its training codes (per class
+for a conditional model, :mod:`vaekit.models.latent_density`); ``latents="auto"`` (the default) draws from it
+when the model has one, ``"prior"`` from N(0, I) (draws of the model's own p(x), the one its NLL measures),
+``"fitted"`` insists on the fitted one.
 """
 
 from __future__ import annotations
@@ -40,8 +45,10 @@ def sample(
     label: Labels | None = None,
     out: str | Path | None = None,
     writer_options: Mapping[str, object] | None = None,
+    latents: str = "auto",
 ) -> np.ndarray:
-    """Draw ``n`` examples: decoded means of latents drawn from the prior at ``temperature``.
+    """Draw ``n`` examples: decoded means of latents drawn from the prior (or the fitted latent density) at
+    ``temperature``.
 
     Parameters
     ----------
@@ -63,6 +70,9 @@ def sample(
     writer_options
         Options of the modality's writer (:mod:`vaekit.apps.writers`), e.g. ``{"griffin_lim_iters": 100}`` for
         audio models; ``None``: the writer's defaults.
+    latents
+        Where z comes from: ``auto`` (the fitted latent density if the model has one, else the prior), ``prior``
+        or ``fitted`` (see the module docstring).
 
     Returns
     -------
@@ -72,7 +82,8 @@ def sample(
     Raises
     ------
     ConfigError
-        If ``n < 1``, ``temperature <= 0``, or a label is given to an unconditional model.
+        If ``n < 1``, ``temperature <= 0``, a label is given to an unconditional model, ``latents`` is unknown,
+        or ``fitted`` for a model without a fitted density.
     DataError
         If a label lies outside the trained classes 0..K-1.
     OutputError
@@ -93,13 +104,14 @@ def sample(
         y = torch.arange(n, device=model.device) % model.num_classes  # each class in turn
         ncol = model.num_classes if model.num_classes <= MAX_CLASS_COLUMNS else ncol
     generator = torch.Generator(device=model.device).manual_seed(seed)
-    z = model.sample_latents(n, temperature, generator)  # (n, L), seeded draws of the model's prior
+    z = model.sample_latents(n, temperature, generator, y, latents)  # (n, L), seeded draws
     x = model.decode(z, y).mean.float().cpu().numpy()  # (n, *shape)
     if png is not None:
         by_class = label is None and model.num_classes and ncol == model.num_classes
         columns = tuple(f"class {c}" for c in range(ncol)) if by_class else ()
         asked = f", class {label}" if isinstance(label, (int, np.integer)) else ""
-        title = f"{n} samples, temperature {temperature:g}, seed {seed}{asked}"
+        fitted = latents != "prior" and model.latent_density is not None and model.latent_density.is_fitted
+        title = f"{n} samples, temperature {temperature:g}, seed {seed}{asked}{', fitted latents' if fitted else ''}"
         write_examples(model, x, png, Layout(ncol=ncol, col_labels=columns, title=title,
                                                     extras=dict(writer_options or {})))
         atomic_write_bytes(png.with_suffix(".npy"), npy_bytes(x))

@@ -33,7 +33,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from vaekit.apps import sample
 
     sample(args.model, args.n, temperature=args.temperature, seed=args.seed, label=args.label, out=args.out,
-           writer_options=_writer_options(args))
+           writer_options=_writer_options(args), latents=args.latents)
     out = Path(args.out)
     what = "samples" if args.label is None else f"samples of class {args.label}"
     print(f"wrote {args.n} {what} to {out} and {out.with_suffix('.npy')}")
@@ -175,6 +175,9 @@ def _register_generators(commands: Commands) -> None:
     )
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the draw (default 0)")
     add_label_arg(p, "the class to generate (default: each class in turn)")
+    p.add_argument("--latents", choices=("auto", "prior", "fitted"), default="auto",
+                   help="where z comes from: the density fitted to the training codes when the model has one "
+                        "(model.latent_density; auto, the default), or the prior N(0, I): prior")
     p.add_argument("--out", default="samples.png", metavar="FILE.png", help="default samples.png")
     _add_griffin_lim_arg(p)
     add_quiet_arg(p, "no log lines")

@@ -305,6 +305,7 @@ class QualityReport:
     per_class_accuracy: list[float] | None = field(default=None)
     seconds: float = 0.0
     halves: str = "ordered"
+    latents: str = "prior"  # where the samples' z came from: the prior, or the model's fitted latent density
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict of every field."""
@@ -331,7 +332,7 @@ def quality_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
             f"{report['extractor']} ({report['extractor_test_accuracy']:.2%} test accuracy)",
         ),
         (
-            f"FID ({samples} samples)",
+            f"FID ({samples} samples{', fitted latents' if report.get('latents') == 'fitted' else ''})",
             f"{report['fid']:.3f}   real halves ({half} each, {report.get('halves', 'ordered')}): "
             f"{report['real_fid']:.3f}   {where}",
         ),
@@ -354,18 +355,24 @@ def quality_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _draw(
-    model: LatentVariableModel, n: int, temperature: float, seed: int, labels: np.ndarray | None
+    model: LatentVariableModel, n: int, temperature: float, seed: int, labels: np.ndarray | None, latents: str
 ) -> np.ndarray:
-    """``n`` decoded means of prior draws, ``SAMPLE_BATCH`` at a time (batch ``i`` seeded with ``seed + i``, as
-    ``vaekit.sample(model, count, seed=seed + i)`` draws them)."""
+    """``n`` decoded means of latent draws, ``SAMPLE_BATCH`` at a time (batch ``i`` seeded with ``seed + i``, as
+    ``vaekit.sample(model, count, seed=seed + i, latents=latents)`` draws them)."""
     parts = []
     for i, start in enumerate(range(0, n, SAMPLE_BATCH)):
         count = min(SAMPLE_BATCH, n - start)
         y = decode_labels(model, None if labels is None else labels[start : start + count], count)
         generator = torch.Generator(device=model.device).manual_seed(seed + i)
-        z = model.sample_latents(count, temperature, generator)  # (count, L)
+        z = model.sample_latents(count, temperature, generator, y, latents)  # (count, L)
         parts.append(model.decode(z, y).mean.float().cpu().numpy())
     return np.concatenate(parts)
+
+
+def _latents_used(model: LatentVariableModel, latents: str) -> str:
+    """``fitted`` or ``prior``: where ``latents`` makes ``model``'s samples take z from."""
+    fitted = model.latent_density is not None and model.latent_density.is_fitted
+    return "fitted" if latents != "prior" and fitted else "prior"
 
 
 @torch.no_grad()
@@ -383,6 +390,7 @@ def sample_quality(
     classifier: Classifier | None = None,
     cache_dir: str | Path | None = None,
     halves: str = "ordered",
+    latents: str = "auto",
 ) -> QualityReport:
     """FID, KID, precision/recall of ``n`` samples (and class-conditional accuracy of a conditional model).
 
@@ -414,6 +422,9 @@ def sample_quality(
     halves
         ``ordered``: the test split's first half is the reference A, its second half B; ``random``: the split
         shuffled (seeded by ``seed``) first, for data whose order makes the halves differ in kind.
+    latents
+        Where the samples' z comes from, as in :func:`vaekit.sample`: ``auto`` (the fitted latent density when the
+        model has one, else the prior), ``prior`` or ``fitted``.
 
     Returns
     -------
@@ -452,16 +463,16 @@ def sample_quality(
             raise DataError(f"{source!r} has no labels to draw a conditional model's samples with; pass labelled data")
         reference_labels = np.asarray(examples.labels)[order[:half]]
         labels = np.random.default_rng(seed).choice(reference_labels, n)  # the reference's label frequencies
-    features_s = classifier.features(_draw(model, n, temperature, seed, labels))
+    features_s = classifier.features(_draw(model, n, temperature, seed, labels, latents))
     conditional, per_class = None, None
     if model.num_classes:
         asked = np.arange(n) % model.num_classes  # every class in turn
-        x_conditional = _draw(model, n, temperature, seed + 1_000_003, asked)
+        x_conditional = _draw(model, n, temperature, seed + 1_000_003, asked, latents)
         conditional, per_class = class_accuracy(classifier, x_conditional, asked)
     report = QualityReport(
         extractor=classifier.name, extractor_test_accuracy=classifier.test_accuracy, data=source, num_samples=n,
         num_reference=half, temperature=temperature, seed=seed, k=k, conditional_accuracy=conditional,
-        per_class_accuracy=per_class, halves=halves,
+        per_class_accuracy=per_class, halves=halves, latents=_latents_used(model, latents),
         **_metrics(features_s, features_a, features_b, k, kid_subsets, kid_subset_size, seed),
         seconds=time.perf_counter() - start,
     )

@@ -41,6 +41,7 @@ from torch.distributions import Distribution
 from vaekit.config import ModelConfig
 from vaekit.errors import ConfigError, DataError
 from vaekit.models.bounds import Terms, elbo, iwae_bound
+from vaekit.models.latent_density import FittedLatents, check_latents
 from vaekit.models.likelihoods import Likelihood
 from vaekit.models.posteriors import Posterior
 from vaekit.models.priors import Prior
@@ -88,11 +89,13 @@ class LatentVariableModel(nn.Module):
     likelihood: Likelihood
     latent_prior: Prior
     conditioning: Any
+    latent_density: FittedLatents | None  # a density fitted to the training codes, for sampling
 
     def __init__(self) -> None:
         super().__init__()
         self.preprocessing: Any = None
         self.metadata: dict[str, Any] = {}
+        self.latent_density = None  # families that support model.latent_density set a FittedLatents
 
     # -- the contract ------------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> Posterior:
@@ -183,10 +186,21 @@ class LatentVariableModel(nn.Module):
         self.likelihood.check_support(x)
 
     def sample_latents(
-        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None
+        self, n: int, temperature: float = 1.0, generator: torch.Generator | None = None,
+        y: torch.Tensor | None = None, latents: str = "prior",
     ) -> torch.Tensor:
-        """(n, L) seeded draws of ``prior()`` at ``temperature``."""
-        return self.latent_prior.draw(n, temperature, generator)
+        """(n, L) seeded draws at ``temperature``: of ``prior()`` (``latents="prior"``), of the density fitted to
+        the training codes (``"fitted"``, :mod:`vaekit.models.latent_density`; ``y`` (n,): the classes of a
+        conditional model), or of the fitted one when the model has it (``"auto"``)."""
+        density = self.latent_density if self.latent_density is not None and self.latent_density.is_fitted else None
+        if check_latents(latents) == "fitted" and density is None:
+            raise ConfigError(
+                "this model has no fitted latent density; sample from the prior (latents='prior', --latents prior), "
+                "or train with model.latent_density set to the Gaussians per class to fit"
+            )
+        if latents == "prior" or density is None:
+            return self.latent_prior.draw(n, temperature, generator)
+        return density.draw(n, temperature, generator, y)
 
     @torch.no_grad()
     def sample(
@@ -196,9 +210,11 @@ class LatentVariableModel(nn.Module):
         generator: torch.Generator | None = None,
         mean: bool = True,
         y: torch.Tensor | int | None = None,
+        latents: str = "prior",
     ) -> torch.Tensor:
-        """Draw ``n`` examples: z from the prior at ``temperature``, then the mean of p(x|z) (or a draw if
-        ``mean=False``). ``y``: for a conditional model, one label for all (int) or (n,) labels. (n, *data_shape)."""
+        """Draw ``n`` examples: z from the prior at ``temperature`` (or from the fitted latent density, see
+        :meth:`sample_latents`), then the mean of p(x|z) (or a draw if ``mean=False``). ``y``: for a conditional
+        model, one label for all (int) or (n,) labels. (n, *data_shape)."""
         if n < 1:
             raise ConfigError(f"n must be at least 1, got {n}")
         if not 0 < temperature < math.inf:
@@ -207,7 +223,7 @@ class LatentVariableModel(nn.Module):
             raise ConfigError("this model is not conditional; sample without a label (or train with model.num_classes)")
         if isinstance(y, int):
             y = torch.full((n,), y, dtype=torch.long)
-        z = self.sample_latents(n, temperature, generator)  # (n, L)
+        z = self.sample_latents(n, temperature, generator, y, latents)  # (n, L)
         px_z = self.decode(z, None if y is None else y.to(self.device))
         return px_z.mean if mean else px_z.sample()
 

@@ -107,6 +107,8 @@ class HierarchicalVAE(LatentVariableModel):
             raise ConfigError("model.latent_layers must list the stochastic layer sizes of a hierarchical VAE, got []")
         if config.num_classes:
             raise ConfigError("a hierarchical VAE (model.latent_layers) cannot be conditional; set model.num_classes=0")
+        if config.latent_density:
+            raise ConfigError("model.latent_density is for the vae family; set it to 0 for a hierarchical VAE")
         if config.prior != "standard_normal":
             raise ConfigError(
                 "a hierarchical VAE's latent is its prior noise, N(0, I); leave model.prior=standard_normal"

@@ -193,6 +193,8 @@ class SentenceVAE(LatentVariableModel):
                               "leave it at 0 to take it from the training text")
         if config.num_classes:
             raise ConfigError("the text family is not conditional; set model.num_classes=0")
+        if config.latent_density:
+            raise ConfigError("model.latent_density is for the vae family; set it to 0 for a text model")
         self.vocab_size = config.vocab_size
         hidden = tuple(config.hidden_dims) or (256,)
         self.encoder_hidden, self.decoder_hidden = hidden[0], hidden[-1]

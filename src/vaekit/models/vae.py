@@ -27,6 +27,7 @@ from vaekit.config import ModelConfig
 from vaekit.models.conditioning import LabelConditioning
 from vaekit.models.contract import ContractExample, LatentVariableModel
 from vaekit.models.families import FAMILIES, check_names
+from vaekit.models.latent_density import FittedLatents
 from vaekit.models.likelihoods import LIKELIHOODS, Likelihood
 from vaekit.models.posteriors import DiagonalGaussian
 from vaekit.models.priors import PRIORS
@@ -67,6 +68,8 @@ class VAE(LatentVariableModel):
             config.latent_dim + config.num_classes, self.data_shape, self.likelihood.param_channels, config
         )
         self.latent_prior = PRIORS.get(config.prior)(config.latent_dim)
+        if config.latent_density:
+            self.latent_density = FittedLatents(config.latent_dim, config.latent_density, config.num_classes)
 
     # -- the contract ------------------------------------------------------------------------------------
     def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> DiagonalGaussian:

@@ -30,13 +30,13 @@ def write_figures(
     sample_labels = torch.arange(n) % model.num_classes if model.num_classes else None  # each class in turn
     as_text = getattr(model.preprocessing, "as_text", None)  # a record whose examples are lines of text
     if as_text is not None:
-        samples = as_text(model.sample(n, generator=generator, y=sample_labels).cpu())
+        samples = as_text(model.sample(n, generator=generator, y=sample_labels, latents="auto").cpu())
         pairs = zip(as_text(originals.cpu()), as_text(model.reconstruct(originals, y=labels).cpu()), strict=True)
         atomic_write_text(out / "samples.txt", "".join(f"{line}\n" for line in samples))
         atomic_write_text(out / "reconstructions.txt", "".join(f"{a}\n  -> {b}\n" for a, b in pairs))
         return
     pictures = getattr(model.preprocessing, "pictures", None)  # examples drawn by their record (audio)
-    samples = model.sample(n, generator=generator, y=sample_labels).cpu()
+    samples = model.sample(n, generator=generator, y=sample_labels, latents="auto").cpu()
     save_image_grid(samples if pictures is None else pictures(samples.numpy()), out / "samples.png")
     recon = model.reconstruct(originals, y=labels)
     width = 8

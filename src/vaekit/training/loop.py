@@ -45,6 +45,7 @@ from vaekit.memory import check_fits
 from vaekit.models import LatentVariableModel, build_model, load, save_model
 from vaekit.models.bounds import Terms, elbo, iwae_bound
 from vaekit.models.families import check_names, config_for_data, count_parameters
+from vaekit.models.latent_density import fit_latent_density
 from vaekit.objectives import OBJECTIVES
 from vaekit.training import checkpoints, distributed, schedules
 from vaekit.training.checkpoints import State, Trainables
@@ -525,6 +526,21 @@ def _commit(run: _Run, state: State, record: dict[str, Any], improved: bool) -> 
     checkpoints.write_metrics(run.out, state.metrics)
 
 
+def _fit_latents(run: _Run, best: LatentVariableModel) -> None:
+    """Fit the best model's latent density to the training codes and save it into best/ (rank 0)."""
+    start = time.perf_counter()
+    generator = torch.Generator().manual_seed(run.config.train.seed)
+    used = fit_latent_density(best, run.feed.batches(0, generator), seed=run.config.train.seed)
+    standard = ("format_version", "vaekit_version", "data_shape", "preprocessing")
+    extra = {k: v for k, v in best.metadata.items() if k not in standard}
+    extra["latent_density"] = {"examples": used, "gaussians_per_class": run.config.model.latent_density}
+    save_model(best, run.out / "best", extra)
+    best.metadata = {**best.metadata, **extra}
+    run.info("fitted the latent density (%d Gaussians per class) to %d training codes in %.1f s; sample draws "
+             "from it (--latents prior for the prior)", run.config.model.latent_density, used,
+             time.perf_counter() - start)
+
+
 def _finish(run: _Run, state: State, stopped_early: bool) -> TrainResult:
     """Warn about a warm-up the run never finished; reload the best model and draw the figures (rank 0)."""
     out, config = run.out, run.config
@@ -545,6 +561,8 @@ def _finish(run: _Run, state: State, stopped_early: bool) -> TrainResult:
         )
     if run.ctx.is_main:
         best = load(out / "best", device=str(run.ctx.device))
+        if config.model.latent_density:
+            _fit_latents(run, best)
         originals, labels = run.val_feed.first(max(1, config.train.num_images // 2))
         write_figures(out, best, state.metrics, originals, labels, config.train.num_images, config.train.seed)
     return TrainResult(
