@@ -1,8 +1,8 @@
 """Benchmark: the scikit-learn estimators with their default settings, next to PCA and IsolationForest.
 
 Linear probe. For each data set: :class:`vaekit.VAETransformer` with its defaults (``latent_dim=8``), once with
-the old defaults (``epochs=30``, no early stopping: "before") and once with the current ones ("after":
-``epochs="auto"``, a budget of 10,000 optimizer steps with early stopping), next to PCA with the same 8
+the old defaults (``epochs=30``, no early stopping, ``beta=1``: "before") and once with the current ones ("after":
+``epochs="auto"``, a budget of 10,000 optimizer steps with early stopping, ``beta=0.5``), next to PCA with the same 8
 components, on the same train/test split. A logistic regression (``StandardScaler`` then
 ``LogisticRegression(max_iter=5000)``) is fitted on the training rows' codes and scored on the test rows (test
 accuracy). PCA gets the data as the VAE sees it: image pixels in [0, 1] as they are, tabular features
@@ -31,7 +31,7 @@ Every estimator has ``random_state=0`` and otherwise its defaults (``device="aut
 
     OMP_NUM_THREADS=1 python benchmarks/estimators_vs_pca.py [--data-dir ../shared/data/mnist]
         [--adbench-dir ../shared/data/adbench] [--datasets digits,mnist,...,cardio,digits-0-4] [--no-before]
-        [--params '{"max_steps": 5000}']
+        [--params '{"max_steps": 5000}'] [--seeds 3]
 
 ``--params`` (JSON) overrides settings of the "after" estimators only, for sweeps; such runs save nothing.
 """
@@ -60,7 +60,7 @@ from vaekit.apps.estimators import AnomalyDetector, VAETransformer
 from vaekit.data import read_idx
 
 DEFAULT_ADBENCH = DEFAULT_MNIST.parent / "adbench"
-OLD_DEFAULTS: dict[str, Any] = {"epochs": 30, "patience": 0}  # the estimators' defaults before max_steps
+OLD_DEFAULTS: dict[str, Any] = {"epochs": 30, "patience": 0, "beta": 1.0}  # the defaults before max_steps, beta 0.5
 Split = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # x_train, y_train, x_test, y_test
 
 
@@ -107,10 +107,10 @@ def probe_accuracy(train_codes: np.ndarray, y_train: np.ndarray, test_codes: np.
     return float(classifier.fit(train_codes, y_train).score(test_codes, y_test))
 
 
-def run_transformer(split: Split, params: dict[str, Any]) -> dict[str, Any]:
+def run_transformer(split: Split, params: dict[str, Any], seed: int = 0) -> dict[str, Any]:
     x_train, y_train, x_test, y_test = split
     start = time.perf_counter()
-    vae = VAETransformer(random_state=0, **params).fit(x_train)
+    vae = VAETransformer(random_state=seed, **params).fit(x_train)
     fit_s = time.perf_counter() - start
     history = vae.history_
     best = max(history, key=lambda m: m["val_elbo"])
@@ -131,13 +131,19 @@ def run_pca(split: Split, standardize: bool, components: int) -> dict[str, Any]:
 def probe_row(name: str, args: argparse.Namespace, params: dict[str, Any]) -> dict[str, Any]:
     loader, standardize = DATASETS[name]
     split = loader(args)
-    after = run_transformer(split, params)
+    runs = [run_transformer(split, params, seed) for seed in range(args.seeds)]
+    accuracies = [r["acc"] for r in runs]
+    after = {**runs[0], "acc": float(np.mean(accuracies)), "acc_sd": float(np.std(accuracies)),
+             "acc_per_seed": accuracies, "fit_s": float(np.mean([r["fit_s"] for r in runs]))}
     before = run_transformer(split, OLD_DEFAULTS) if args.before else None
     pca = run_pca(split, standardize, VAETransformer().latent_dim)
     row: dict[str, Any] = {"data": name, "train": len(split[0]), "test": len(split[2]), "features": split[0].shape[1]}
     if before is not None:
         row |= {"acc_before": before["acc"]}
-    row |= {"acc_after": after["acc"], "acc_pca8": pca["acc"]}
+    row |= {"acc_after": after["acc"]}
+    if args.seeds > 1:
+        row |= {"acc_after_sd": after["acc_sd"], "seeds": args.seeds}
+    row |= {"acc_pca8": pca["acc"]}
     if before is not None:
         row |= {"fit_s_before": before["fit_s"]}
     row |= {"fit_s_after": after["fit_s"], "fit_s_pca8": pca["fit_s"], "epochs_after": after["epochs"],
@@ -197,6 +203,10 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join([*DATASETS, *ANOMALY_SETS]))
     parser.add_argument("--no-before", dest="before", action="store_false", help="skip the old defaults")
     parser.add_argument("--params", default="{}", help="JSON settings of the 'after' estimators (sweeps)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="fit the 'after' transformer with random_state 0..N-1 and report the mean probe accuracy "
+                             "and its standard deviation (default 1: random_state=0); the splits stay fixed")
+    parser.add_argument("--name", default="", help="save a sweep (--params) as benchmarks/results/NAME.json")
     args = parser.parse_args()
     params = json.loads(args.params)
     names = args.datasets.split(",")
@@ -212,9 +222,10 @@ def main() -> None:
         print("\nanomaly detection (test AUROC): AnomalyDetector before / after / epochs='auto' vs IsolationForest")
         print(table(anomaly))
     defaults = {k: v for k, v in VAETransformer().get_params().items() if k in ("epochs", "max_steps", "patience")}
-    payload = {"defaults": defaults, "old_defaults": OLD_DEFAULTS, "probe": rows, "anomaly": anomaly}
-    if not params:
-        print(f"results: {save('estimators_vs_pca', payload)}")
+    payload = {"defaults": defaults, "old_defaults": OLD_DEFAULTS, "params": params, "seeds": args.seeds,
+               "probe": rows, "anomaly": anomaly}
+    if not params or args.name:
+        print(f"results: {save(args.name or 'estimators_vs_pca', payload)}")
 
 
 if __name__ == "__main__":

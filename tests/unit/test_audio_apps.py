@@ -101,6 +101,17 @@ def test_verbs_write_audio_with_writer_options(model, bundle, tmp_path: Path) ->
     assert path.shape == (3, *bundle.preprocessing.shape) and len(list(tmp_path.glob("path_*.wav"))) == 3
 
 
+def test_one_sample_is_one_wav(model, bundle, tmp_path: Path) -> None:
+    """n=1 writes NAME.wav (the clip itself, no silence) and no numbered copy; it used to fail in zip()."""
+    import vaekit
+
+    x = vaekit.sample(model, 1, seed=3, label=2, out=tmp_path / "one.wav", writer_options={"griffin_lim_iters": 4})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one.npy", "one.png", "one.wav", "one_labels.npy"]
+    alone, _ = sf.read(tmp_path / "one.wav", dtype="float32")
+    expected = bundle.preprocessing.to_waveforms(x, n_iter=4)[0]
+    np.testing.assert_allclose(alone, np.clip(expected, -1, 1), atol=1 / 16384)
+
+
 def test_models_without_audio_cannot_write_sound(tiny_model, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="not trained on audio"):
         AudioWriter().write(tiny_model(), np.zeros((1, 1, 8, 8), np.float32), tmp_path / "x.wav", Layout(ncol=1))

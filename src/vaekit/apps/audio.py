@@ -89,8 +89,8 @@ class AudioWriter:
         save_image_grid(record.pictures(x), png, nrow=layout.ncol, row_labels=layout.row_labels,
                         col_labels=layout.col_labels, title=layout.title)
         atomic_write_bytes(wav, wav_bytes(sequence(waves, record.sample_rate), record.sample_rate))
-        paths = clip_paths(out, len(waves), layout) if len(waves) > 1 else []
-        for path, wave in zip(paths, waves, strict=True):
+        paths = clip_paths(out, len(waves), layout) if len(waves) > 1 else []  # one clip: out.wav alone
+        for path, wave in zip(paths, waves if paths else waves[:0], strict=True):
             atomic_write_bytes(path, wav_bytes(wave, record.sample_rate))
         peak = float(np.abs(waves).max(initial=0.0))
         if peak > 1.0:
