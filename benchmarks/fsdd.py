@@ -46,6 +46,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
+import math
 import resource
 import shutil
 import time
@@ -83,6 +85,7 @@ def train_preset(preset: str, data: str, out: Path, overrides: list[str]) -> tup
     wall, cpu = time.perf_counter(), cpu_seconds()
     result = vaekit.train(config, out)
     spent = {"wall_s": time.perf_counter() - wall, "cpu_s": cpu_seconds() - cpu}
+    (out / "bench_time.json").write_text(json.dumps(spent))  # for --skip-train
     print(f"{preset} {' '.join(overrides)}: {spent['cpu_s'] / 60:.1f} CPU-minutes", flush=True)
     return vaekit.load(result.model_dir), spent
 
@@ -212,7 +215,13 @@ def trained_rows(args: argparse.Namespace, names: tuple[str, ...], quick: list[s
     models, rows = {}, []
     for name in names:
         preset, extra = runs[name]
-        model, spent = train_preset(preset, args.data, Path(args.out) / name.replace(" ", "-"), [*quick, *extra])
+        run = Path(args.out) / name.replace(" ", "-")
+        if args.skip_train:  # the models (and their training times, when recorded) of an earlier invocation
+            timing = run / "bench_time.json"
+            model = vaekit.load(run / "best")
+            spent = json.loads(timing.read_text()) if timing.is_file() else {"wall_s": math.nan, "cpu_s": math.nan}
+        else:
+            model, spent = train_preset(preset, args.data, run, [*quick, *extra])
         models[name] = model
         figures = likelihood_figures(model, x_test, y_test if model.num_classes else None, k)
         rows.append({"model": name, "likelihood": model.config.likelihood, "train_cpu_min": spent["cpu_s"] / 60,
@@ -261,6 +270,8 @@ def main() -> None:
                         help="all (default); or one of two halves to run side by side in two processes: main "
                              "(the two presets, PPCA, classifier, samples, Griffin-Lim, WAVs; fsdd.json) and extra "
                              "(the gaussian-likelihood run and the speaker anomaly; fsdd_extra.json)")
+    parser.add_argument("--skip-train", action="store_true",
+                        help="measure the models an earlier invocation trained under --out instead of training")
     parser.add_argument("--quick", action="store_true", help="2 epochs, k=20, 100 samples: checks that it runs")
     args = parser.parse_args()
     torch.set_num_threads(1)

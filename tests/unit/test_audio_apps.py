@@ -101,6 +101,17 @@ def test_verbs_write_audio_with_writer_options(model, bundle, tmp_path: Path) ->
     assert path.shape == (3, *bundle.preprocessing.shape) and len(list(tmp_path.glob("path_*.wav"))) == 3
 
 
+def test_clips_louder_than_full_scale_are_scaled_not_clipped() -> None:
+    from vaekit.apps.audio import FULL_SCALE, within_full_scale
+
+    waves = np.stack([np.sin(np.linspace(0, 20, 400)) * 2.9, np.sin(np.linspace(0, 20, 400)) * 0.3]).astype(np.float32)
+    fitted, peaks = within_full_scale(waves)
+    np.testing.assert_allclose(peaks, [2.9, 0.3], rtol=1e-3)
+    assert np.abs(fitted[0]).max() == pytest.approx(FULL_SCALE)
+    np.testing.assert_allclose(fitted[0], waves[0] * FULL_SCALE / np.abs(waves[0]).max(), rtol=1e-6)  # same shape
+    np.testing.assert_array_equal(fitted[1], waves[1])  # a quiet clip keeps its level
+
+
 def test_one_sample_is_one_wav(model, bundle, tmp_path: Path) -> None:
     """n=1 writes NAME.wav (the clip itself, no silence) and no numbered copy; it used to fail in zip()."""
     import vaekit

@@ -12,7 +12,8 @@ arranged by the verb's :class:`~vaekit.apps.writers.Layout` and an output ``NAME
 Examples are decoded model inputs (standardized log-mel spectrograms); :meth:`AudioPreprocessing.to_waveforms`
 turns them into sound with the model's own STFT and mel settings and ``griffin_lim_iters`` Griffin-Lim iterations
 (a verb's ``writer_options={"griffin_lim_iters": N}``, ``--griffin-lim-iters N`` at the command line; default
-the model's, 64). Every file is written atomically.
+the model's, 64). A clip that comes out louder than full scale is scaled down to peak at 0.99 (with a warning)
+rather than clipped, which would distort it; quieter clips keep their level. Every file is written atomically.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from vaekit.plots import save_image_grid
 logger = logging.getLogger(__name__)
 
 GAP_SECONDS = 0.25  # silence between the clips of the sequence file
+FULL_SCALE = 0.99  # the peak a decoded clip louder than full scale is scaled down to
 
 
 def audio_record(model: LatentVariableModel) -> AudioPreprocessing:
@@ -63,6 +65,14 @@ def clip_paths(out: Path, n: int, layout: Layout) -> list[Path]:
     return paths
 
 
+def within_full_scale(waves: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Clips ``(N, S)`` with each one that peaks above 1 scaled down to peak at :data:`FULL_SCALE` (16-bit WAV
+    would clip it: audible distortion); the others unchanged. Returns (clips, each clip's peak before)."""
+    peaks = np.abs(waves).max(axis=1, initial=0.0) if waves.size else np.zeros(len(waves))
+    scale = np.where(peaks > 1.0, FULL_SCALE / np.maximum(peaks, 1e-12), 1.0)
+    return (waves * scale[:, None]).astype(waves.dtype, copy=False), peaks
+
+
 def sequence(waves: np.ndarray, sample_rate: int) -> np.ndarray:
     """Clips ``(N, S)`` one after another with ``GAP_SECONDS`` of silence between them: ``(N S + (N-1) gap,)``."""
     gap = np.zeros(round(GAP_SECONDS * sample_rate), np.float32)
@@ -84,7 +94,7 @@ class AudioWriter:
         iterations = layout.extras.get("griffin_lim_iters", record.griffin_lim_iters)
         if not isinstance(iterations, int) or iterations < 1:
             raise ConfigError(f"griffin_lim_iters must be a positive integer, got {iterations!r}; 32 to 100 is usual")
-        waves = record.to_waveforms(x, iterations)  # (N, S)
+        waves, peaks = within_full_scale(record.to_waveforms(x, iterations))  # (N, S)
         wav, png = out.with_suffix(".wav"), out.with_suffix(".png")
         save_image_grid(record.pictures(x), png, nrow=layout.ncol, row_labels=layout.row_labels,
                         col_labels=layout.col_labels, title=layout.title)
@@ -92,9 +102,9 @@ class AudioWriter:
         paths = clip_paths(out, len(waves), layout) if len(waves) > 1 else []  # one clip: out.wav alone
         for path, wave in zip(paths, waves if paths else waves[:0], strict=True):
             atomic_write_bytes(path, wav_bytes(wave, record.sample_rate))
-        peak = float(np.abs(waves).max(initial=0.0))
-        if peak > 1.0:
-            logger.warning("decoded clips peak at %.2f of full scale: the WAV files clip them at 1", peak)
+        if (peaks > 1.0).any():
+            logger.warning("%d decoded clip(s) peaked above full scale (up to %.2f): scaled down to a peak of %g "
+                           "rather than clipped", int((peaks > 1.0).sum()), float(peaks.max()), FULL_SCALE)
         logger.info("wrote %s (%d clips of %.2f s, Griffin-Lim %d iterations), %s%s", wav, len(waves), record.seconds,
                     iterations, png, f" and {paths[0].name} ... {paths[-1].name}" if paths else "")
         return wav
