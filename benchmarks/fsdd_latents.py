@@ -6,7 +6,7 @@ for the prior N(0, I), at temperatures 1, 0.9 and 0.8: the share of 1,000 condit
 that vaekit's spoken-digit classifier hears as the digit asked for, and the FID of 150 samples against half A of
 the test split beside half B's (the halves of ``fsdd.py``: every (digit, speaker) group split at random).
 
-    OMP_NUM_THREADS=1 python benchmarks/fsdd_latents.py [--model runs/bench-fsdd/fsdd-cvae/best]
+    OMP_NUM_THREADS=1 python benchmarks/fsdd_latents.py [--model runs/bench-fsdd/fsdd-cvae/best] [--name NAME]
 
 Results: ``benchmarks/results/fsdd_latents.json``.
 """
@@ -49,6 +49,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="runs/bench-fsdd/fsdd-cvae/best")
     parser.add_argument("--data", default=str(DEFAULT_FSDD), help="FSDD's recordings/ folder")
+    parser.add_argument("--name", default="fsdd_latents", help="results file: benchmarks/results/NAME.json")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model = vaekit.load(args.model)
@@ -69,7 +70,7 @@ def main() -> None:
                          "temperature": temperature, **figures})
             print(table(rows[-1:]), flush=True)
     print(table(rows))
-    print(f"wrote {save('fsdd_latents', {'model': args.model, 'classifier': classifier.describe(), 'rows': rows})}")
+    print(f"wrote {save(args.name, {'model': args.model, 'classifier': classifier.describe(), 'rows': rows})}")
 
 
 if __name__ == "__main__":
