@@ -110,8 +110,8 @@ def sample(
         by_class = label is None and model.num_classes and ncol == model.num_classes
         columns = tuple(f"class {c}" for c in range(ncol)) if by_class else ()
         asked = f", class {label}" if isinstance(label, (int, np.integer)) else ""
-        fitted = latents != "prior" and model.latent_density is not None and model.latent_density.is_fitted
-        title = f"{n} samples, temperature {temperature:g}, seed {seed}{asked}{', fitted latents' if fitted else ''}"
+        fitted = ", fitted latents" if model.latents_used(latents) == "fitted" else ""
+        title = f"{n} samples, temperature {temperature:g}, seed {seed}{asked}{fitted}"
         write_examples(model, x, png, Layout(ncol=ncol, col_labels=columns, title=title,
                                                     extras=dict(writer_options or {})))
         atomic_write_bytes(png.with_suffix(".npy"), npy_bytes(x))

@@ -369,12 +369,6 @@ def _draw(
     return np.concatenate(parts)
 
 
-def _latents_used(model: LatentVariableModel, latents: str) -> str:
-    """``fitted`` or ``prior``: where ``latents`` makes ``model``'s samples take z from."""
-    fitted = model.latent_density is not None and model.latent_density.is_fitted
-    return "fitted" if latents != "prior" and fitted else "prior"
-
-
 @torch.no_grad()
 def sample_quality(
     model: LatentVariableModel | str | Path,
@@ -472,7 +466,7 @@ def sample_quality(
     report = QualityReport(
         extractor=classifier.name, extractor_test_accuracy=classifier.test_accuracy, data=source, num_samples=n,
         num_reference=half, temperature=temperature, seed=seed, k=k, conditional_accuracy=conditional,
-        per_class_accuracy=per_class, halves=halves, latents=_latents_used(model, latents),
+        per_class_accuracy=per_class, halves=halves, latents=model.latents_used(latents),
         **_metrics(features_s, features_a, features_b, k, kid_subsets, kid_subset_size, seed),
         seconds=time.perf_counter() - start,
     )

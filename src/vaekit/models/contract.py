@@ -192,15 +192,21 @@ class LatentVariableModel(nn.Module):
         """(n, L) seeded draws at ``temperature``: of ``prior()`` (``latents="prior"``), of the density fitted to
         the training codes (``"fitted"``, :mod:`vaekit.models.latent_density`; ``y`` (n,): the classes of a
         conditional model), or of the fitted one when the model has it (``"auto"``)."""
-        density = self.latent_density if self.latent_density is not None and self.latent_density.is_fitted else None
-        if check_latents(latents) == "fitted" and density is None:
+        if self.latents_used(latents) == "prior":
+            return self.latent_prior.draw(n, temperature, generator)
+        assert self.latent_density is not None  # latents_used says "fitted" only when there is one
+        return self.latent_density.draw(n, temperature, generator, y)
+
+    def latents_used(self, latents: str) -> str:
+        """Where ``sample_latents(..., latents=latents)`` takes z from: ``"fitted"`` or ``"prior"`` (``"auto"``
+        resolved); a ConfigError for an unknown name, or for ``"fitted"`` without a fitted density."""
+        fitted = self.latent_density is not None and self.latent_density.is_fitted
+        if check_latents(latents) == "fitted" and not fitted:
             raise ConfigError(
                 "this model has no fitted latent density; sample from the prior (latents='prior', --latents prior), "
                 "or train with model.latent_density set to the Gaussians per class to fit"
             )
-        if latents == "prior" or density is None:
-            return self.latent_prior.draw(n, temperature, generator)
-        return density.draw(n, temperature, generator, y)
+        return "fitted" if latents != "prior" and fitted else "prior"
 
     @torch.no_grad()
     def sample(
