@@ -11,14 +11,19 @@ IWAE k; bits/dim over the 5,184 values of a clip):
    (process CPU seconds, one torch thread), test ELBO and IWAE NLL beside a probabilistic-PCA baseline with as
    many latent dimensions (Tipping and Bishop 1999: scikit-learn's ``PCA.score_samples``, fitted on the same
    training clips in the same input space). Target: the VAE's NLL below PPCA's.
-2. The likelihood: ``fsdd`` trained again with ``model.likelihood=gaussian`` (learned per-feature variance) beside
-   the preset's ``laplace``; the test NLLs say which fits log-mel values better (``--skip-likelihoods`` skips it).
+2. The likelihood: ``fsdd`` trained again with ``model.likelihood=laplace`` beside the preset's ``gaussian`` (both
+   with scales the decoder predicts); the test NLLs say which fits log-mel values better (``--skip-likelihoods``
+   skips it).
 3. vaekit's spoken-digit classifier (the feature extractor of :mod:`vaekit.evaluation.classifier`, trained on the
    2,700 training clips): its test accuracy (target > 95%); then the share of ``--conditional-samples``
    conditional samples it hears as the digit asked for (target >= 90%), and FID / KID of 150 samples (half the
-   test split) against one half of the test split, beside the other half's (target: FID within 2x). The halves
-   split every (digit, speaker) group of test clips at random (seeded): the test split in file order is digits
-   0-4 then 5-9, so ``vaekit evaluate --samples``'s first-half / second-half reference differs in kind there.
+   test split) against one half of the test split (A), mean and sd over five draws of samples, beside the other
+   half's (B; target: FID within 2x of it) and beside 150 training clips' (as many per digit as A has; five
+   draws). The halves split every (digit, speaker) group of test clips at random (seeded): the test split in file
+   order is digits 0-4 then 5-9, so ``vaekit evaluate --samples``'s first-half / second-half reference differs in
+   kind there. Half B shares A's recording sessions (takes 0-4 of the same speakers), the training clips do not
+   (takes 5-49): how far real clips of other takes lie from A is the floor of what samples of a model trained on
+   those takes can reach.
 4. Griffin-Lim: every test clip -> log-mel -> back to sound (mel inversion by NNLS, 64 Griffin-Lim iterations);
    spectral convergence ``||S - S_hat||_F / ||S||_F`` of the STFT magnitudes (and of the mel spectrograms).
 5. Five samples of the conditional model (digits 0-4, one clip each) and a reconstruction of a test clip (its
@@ -154,17 +159,49 @@ def balanced_halves(groups: list[tuple[str, ...]], seed: int = 0) -> tuple[np.nd
     return np.sort(first), np.sort(second)
 
 
-def sample_figures(model: Any, classifier: Any, x_test: torch.Tensor, labels: np.ndarray,
-                   halves: tuple[np.ndarray, np.ndarray], latents: str) -> dict[str, Any]:
-    """FID and KID of len(A) samples (z from ``latents``) against half A of the test split, beside half B's."""
+SAMPLE_SEEDS = (7, 8, 9, 10, 11)  # FID of 150 samples moves by about 1 from one draw to the next: five draws
+
+
+def references(classifier: Any, bundle: Any, halves: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """What real clips score against half A: half B (same recording sessions: takes 0-4), and len(A) training clips
+    (other takes), drawn with A's digit frequencies once per seed of :data:`SAMPLE_SEEDS`."""
     a, b = halves
-    features_a, features_b = classifier.features(x_test[a]), classifier.features(x_test[b])
-    n = len(a)
-    asked = np.random.default_rng(0).choice(labels[a], n) if model.num_classes else None  # A's label frequencies
-    features_s = classifier.features(vaekit.sample(model, n, seed=7, label=asked, latents=latents))
-    kid_s, kid_b = kid(features_s, features_a), kid(features_b, features_a)
-    return {"samples": n, "latents": latents, "fid": fid(features_s, features_a),
-            "real_fid": fid(features_b, features_a), "kid": kid_s[0], "real_kid": kid_b[0]}
+    features_a = classifier.features(bundle.test.tensor()[a])
+    features_b = classifier.features(bundle.test.tensor()[b])
+    train, labels = bundle.train.tensor(), bundle.train.labels
+    train_fid = []
+    for seed in SAMPLE_SEEDS:
+        rng = np.random.default_rng(seed)
+        digits, counts = np.unique(bundle.test.labels[a], return_counts=True)  # A's digits, from other takes
+        rows = np.concatenate([rng.choice(np.flatnonzero(labels == d), c, replace=False)
+                               for d, c in zip(digits, counts, strict=True)])
+        train_fid.append(fid(classifier.features(train[rows]), features_a))
+    return {"features_a": features_a, "real_fid": fid(features_b, features_a),
+            "real_kid": kid(features_b, features_a)[0], "train_fid": float(np.mean(train_fid)),
+            "train_fid_sd": float(np.std(train_fid, ddof=1)), "train_fid_each": train_fid}
+
+
+def sample_figures(model: Any, classifier: Any, labels: np.ndarray, halves: tuple[np.ndarray, np.ndarray],
+                   reference: dict[str, Any], latents: str, mean: bool = True) -> dict[str, Any]:
+    """FID and KID of len(A) samples (z from ``latents``; decoded means, or draws of p(x|z) if not ``mean``)
+    against half A of the test split, mean and sd over the seeds of :data:`SAMPLE_SEEDS`; beside half B's and the
+    training clips' (``reference``)."""
+    a, _ = halves
+    n, features_a = len(a), reference["features_a"]
+    asked = torch.as_tensor(np.random.default_rng(0).choice(labels[a], n)) if model.num_classes else None
+    fids, kids = [], []
+    for seed in SAMPLE_SEEDS:
+        generator = torch.Generator().manual_seed(seed)
+        x = model.sample(n, generator=generator, mean=mean, y=asked, latents=latents)  # A's label frequencies
+        features_s = classifier.features(x)
+        fids.append(fid(features_s, features_a))
+        kids.append(kid(features_s, features_a)[0])
+    value = float(np.mean(fids))
+    return {"samples": n, "latents": latents, "decoded": "means" if mean else "draws", "seeds": list(SAMPLE_SEEDS),
+            "fid": value,
+            "fid_sd": float(np.std(fids, ddof=1)), "fid_each": fids, "kid": float(np.mean(kids)),
+            "real_fid": reference["real_fid"], "real_kid": reference["real_kid"], "train_fid": reference["train_fid"],
+            "fid_ratio_halves": value / reference["real_fid"], "fid_ratio_train": value / reference["train_fid"]}
 
 
 def write_sounds(model: Any, data: str) -> list[str]:
@@ -211,7 +248,7 @@ def trained_rows(args: argparse.Namespace, names: tuple[str, ...], quick: list[s
     """Train the runs ``names`` and measure their test ELBO / NLL (into ``results``); (models, table rows)."""
     x_test, y_test = bundle.test.tensor(), torch.as_tensor(bundle.test.labels)
     runs = {"fsdd": ("fsdd", []), "fsdd-cvae": ("fsdd-cvae", []),
-            "fsdd gaussian": ("fsdd", ["model.likelihood=gaussian"])}
+            "fsdd laplace": ("fsdd", ["model.likelihood=laplace"])}
     models, rows = {}, []
     for name in names:
         preset, extra = runs[name]
@@ -241,14 +278,19 @@ def quality_part(args: argparse.Namespace, models: dict[str, Any], bundle: Any, 
                               for latents in ("fitted", "prior")}
     groups = [(c.stem.split("_")[0], c.stem.split("_")[1]) for c in test_paths(args.data, cvae.preprocessing)]
     halves = balanced_halves(groups)
+    reference = references(classifier, bundle, halves)
+    results["fid_reference"] = {k: v for k, v in reference.items() if k != "features_a"}
+    print(f"FID against test half A: half B {reference['real_fid']:.2f}, training clips {reference['train_fid']:.2f} "
+          f"+- {reference['train_fid_sd']:.2f}", flush=True)
     for name in ("fsdd", "fsdd-cvae"):
         results[name]["quality"] = {}
-        for latents in ("fitted", "prior"):
-            quality = sample_figures(models[name], classifier, bundle.test.tensor(), bundle.test.labels, halves,
-                                     latents)
-            results[name]["quality"][latents] = quality
-            print(f"{name}, {latents} latents: FID {quality['fid']:.2f} (test halves {quality['real_fid']:.2f}), "
-                  f"KID {quality['kid']:.4f} (halves {quality['real_kid']:.4f})", flush=True)
+        for latents, mean in (("fitted", True), ("fitted", False), ("prior", True)):
+            quality = sample_figures(models[name], classifier, bundle.test.labels, halves, reference, latents, mean)
+            results[name]["quality"][latents + ("" if mean else " draws")] = quality
+            print(f"{name}, {latents} latents, decoded {quality['decoded']}: FID {quality['fid']:.2f} +- "
+                  f"{quality['fid_sd']:.2f} "
+                  f"({quality['fid_ratio_halves']:.1f}x the test halves', {quality['fid_ratio_train']:.2f}x the "
+                  f"training clips'), KID {quality['kid']:.4f} (halves {quality['real_kid']:.4f})", flush=True)
     print(f"classifier {classifier.describe()}; conditional samples heard as asked: "
           f"{results['conditional']['fitted']['accuracy']:.1%} (fitted latents), "
           f"{results['conditional']['prior']['accuracy']:.1%} (prior)", flush=True)
@@ -265,11 +307,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=1000, help="IWAE samples of the test NLL (default 1000)")
     parser.add_argument("--conditional-samples", type=int, default=1000)
     parser.add_argument("--anomaly-speakers", default="theo", help="comma-separated, or 'all' (default theo)")
-    parser.add_argument("--skip-likelihoods", action="store_true", help="skip the gaussian-vs-laplace run")
+    parser.add_argument("--skip-likelihoods", action="store_true", help="skip the laplace-likelihood run")
     parser.add_argument("--part", choices=("all", "main", "extra"), default="all",
                         help="all (default); or one of two halves to run side by side in two processes: main "
                              "(the two presets, PPCA, classifier, samples, Griffin-Lim, WAVs; fsdd.json) and extra "
-                             "(the gaussian-likelihood run and the speaker anomaly; fsdd_extra.json)")
+                             "(the laplace-likelihood run and the speaker anomaly; fsdd_extra.json)")
     parser.add_argument("--skip-train", action="store_true",
                         help="measure the models an earlier invocation trained under --out instead of training")
     parser.add_argument("--quick", action="store_true", help="2 epochs, k=20, 100 samples: checks that it runs")
@@ -279,9 +321,9 @@ def main() -> None:
     k = 20 if args.quick else args.k
     results: dict[str, Any] = {"data": args.data, "quick": args.quick, "threads": 1, "part": args.part}
     bundle = load_data(resolve_config(get_preset("fsdd"), overrides=[f"data.source={args.data}"]).data)
-    names = {"all": ("fsdd", "fsdd-cvae", "fsdd gaussian"), "main": ("fsdd", "fsdd-cvae"),
-             "extra": ("fsdd gaussian",)}[args.part]
-    names = tuple(n for n in names if not (n == "fsdd gaussian" and args.skip_likelihoods))
+    names = {"all": ("fsdd", "fsdd-cvae", "fsdd laplace"), "main": ("fsdd", "fsdd-cvae"),
+             "extra": ("fsdd laplace",)}[args.part]
+    names = tuple(n for n in names if not (n == "fsdd laplace" and args.skip_likelihoods))
     models, rows = trained_rows(args, names, quick, k, bundle, results)
     if args.part != "extra":
         x_train = torch.cat([bundle.train.tensor(), bundle.val.tensor()]).numpy()

@@ -1,10 +1,11 @@
 """Benchmark: where the FSDD conditional model's sampling latents come from (issue 15), on the model that
 ``benchmarks/fsdd.py`` trained (``runs/bench-fsdd/fsdd-cvae/best``; run that first).
 
-For 1, 2, 3, 5 and 8 Gaussians per digit fitted to the training codes (``model.latent_density``; the preset uses 1), and
+For 1, 2, 3, 5 and 8 Gaussians per digit fitted to the training codes (``model.latent_density``; the preset uses 8), and
 for the prior N(0, I), at temperatures 1, 0.9 and 0.8: the share of 1,000 conditional samples (digits 0-9 in turn)
 that vaekit's spoken-digit classifier hears as the digit asked for, and the FID of 150 samples against half A of
-the test split beside half B's (the halves of ``fsdd.py``: every (digit, speaker) group split at random).
+the test split beside half B's (the halves of ``fsdd.py``: every (digit, speaker) group split at random), from one
+draw of samples (``fsdd.py`` averages five).
 
     OMP_NUM_THREADS=1 python benchmarks/fsdd_latents.py [--model runs/bench-fsdd/fsdd-cvae/best] [--name NAME]
 

@@ -184,14 +184,15 @@ _add(
 def _fsdd(num_classes: int) -> Config:
     """The FSDD presets (issue 15): 0.8 s clips at 8 kHz as log-mel spectrograms (STFT 256, hop 80, 64 mel bands:
     1 x 64 x 81), labels from FSDD's names ``{digit}_{speaker}_{take}``, takes 0-4 the test split; a
-    convolutional VAE (32-64-128 channels, dense 256, 32 latents) with a Laplace likelihood whose scales the decoder
-    predicts, 60 epochs of batch 64. Samples draw z from Gaussians fitted to the training codes when training ends
-    (one per digit for the conditional preset, a mixture of ten for the other; ``model.latent_density``), whose
-    samples are heard as the asked digit far more often than prior draws (BENCHMARKS.md, "Audio")."""
+    convolutional VAE (32-64-128 channels, dense 256, 32 latents) with a Gaussian likelihood whose scales the decoder
+    predicts (better than the Laplace on test NLL and on samples, BENCHMARKS.md "Audio"), 60 epochs of batch 64.
+    Samples draw z from Gaussians fitted to the training codes when training ends (eight per digit for the
+    conditional preset, a mixture of 80 for the other; ``model.latent_density``), whose samples are heard as the
+    asked digit far more often than prior draws and lie closer to real clips (BENCHMARKS.md, "Audio")."""
     return Config(
-        model=ModelConfig(architecture="conv", likelihood="laplace", likelihood_scale="decoder", latent_dim=32,
+        model=ModelConfig(architecture="conv", likelihood="gaussian", likelihood_scale="decoder", latent_dim=32,
                           channels=(32, 64, 128), hidden_dims=(256,), num_classes=num_classes,
-                          latent_density=1 if num_classes else 10),
+                          latent_density=8 if num_classes else 80),
         data=DataConfig(source="", sample_rate=8000, clip_seconds=0.8, n_fft=256, hop_length=80, n_mels=64,
                         labels_from="{label}_{speaker}_{take}", test_split="take=0-4"),
         train=TrainConfig(epochs=60, batch_size=64, lr=1e-3, num_images=16),
@@ -201,7 +202,7 @@ def _fsdd(num_classes: int) -> Config:
 _add(
     "fsdd",
     "spoken digits (FSDD or any folder of clips, --data FOLDER): 0.8 s log-mel spectrograms (64 mels, 8 kHz), conv "
-    "VAE 32-64-128, 32 latents, Laplace likelihood; sample/reconstruct/interpolate write WAV (Griffin-Lim) + PNG",
+    "VAE 32-64-128, 32 latents, Gaussian likelihood; sample/reconstruct/interpolate write WAV (Griffin-Lim) + PNG",
     _fsdd(num_classes=0),
 )
 _add(

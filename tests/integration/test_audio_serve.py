@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from vaekit.apps.audio import FULL_SCALE
 from vaekit.config import ModelConfig
 from vaekit.data.audio import AudioPreprocessing, wav_bytes
 from vaekit.models import build_model
@@ -67,6 +68,13 @@ def test_sound_endpoint_gives_the_librarys_wav_files() -> None:
         assert data == wav_bytes(expected[i], 8000)
         wave, rate = sf.read(io.BytesIO(data))
         assert rate == 8000 and wave.shape == (2048,)
+    loud = x + 4.0  # 4 standard deviations of dB louder: beyond full scale, scaled down as `vaekit sample` does
+    peaks = np.abs(RECORD.to_waveforms(loud, n_iter=8)).max(axis=1)
+    assert (peaks > 1.0).all()
+    answer = client.post("/v1/sound", json={"x": loud.tolist(), "griffin_lim_iters": 8})
+    for text in answer.json()["wav"]:
+        wave, _ = sf.read(io.BytesIO(base64.b64decode(text)))
+        assert np.abs(wave).max() == pytest.approx(FULL_SCALE, abs=1e-4)  # not clipped at 1
 
 
 @IN_PROCESS

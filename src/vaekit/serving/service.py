@@ -344,14 +344,15 @@ class Service:
 
     def sound(self, x: torch.Tensor, iterations: int | None) -> tuple[list[str], int]:
         """Audio models: each example (model-space log-mel spectrogram) as a base64 16-bit WAV file, its phase by
-        ``iterations`` Griffin-Lim iterations (``None``: the model's default); and the sample rate."""
-        from vaekit.apps.audio import audio_record
+        ``iterations`` Griffin-Lim iterations (``None``: the model's default); and the sample rate. A clip louder
+        than full scale is scaled down, as ``vaekit sample`` does, not clipped."""
+        from vaekit.apps.audio import audio_record, within_full_scale
         from vaekit.data.audio import wav_bytes
 
         self.pin_threads()
         with _field("x"):
             record = audio_record(self.model)
-            waves = record.to_waveforms(x.float().cpu().numpy(), iterations)  # (B, S)
+            waves, _ = within_full_scale(record.to_waveforms(x.float().cpu().numpy(), iterations))  # (B, S)
         rate = record.sample_rate
         return [base64.b64encode(wav_bytes(wave, rate)).decode() for wave in waves], rate
 
