@@ -37,6 +37,15 @@ WEIGHTS_NAME = "model.safetensors"
 METADATA_NAME = "metadata.json"
 
 
+WRITTEN_METADATA = ("format_version", "vaekit_version", "data_shape", "preprocessing")  # what save_model writes itself
+
+
+def extra_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The part of a loaded model's ``metadata`` that was passed to :func:`save_model` as ``extra`` (training config,
+    metrics, ...): what saving the model again must carry over, since save_model writes the rest afresh."""
+    return {k: v for k, v in metadata.items() if k not in WRITTEN_METADATA}
+
+
 def save_model(model: LatentVariableModel, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
     """Write ``model`` to the directory ``path`` (replaced atomically if it exists).
 
@@ -51,13 +60,9 @@ def save_model(model: LatentVariableModel, path: str | Path, extra: dict[str, An
     """
     config = {**Config(model=model.config).to_dict()["model"], "data_shape": list(model.data_shape)}
     config["family"] = model.family  # a model's config names its family; a bare LatentVariableModel's may not
-    metadata: dict[str, Any] = {
-        "format_version": FORMAT_VERSION,
-        "vaekit_version": __version__,
-        "data_shape": list(model.data_shape),
-        "preprocessing": model.preprocessing.to_dict() if model.preprocessing is not None else None,
-        **(extra or {}),
-    }
+    written = (FORMAT_VERSION, __version__, list(model.data_shape),
+               model.preprocessing.to_dict() if model.preprocessing is not None else None)
+    metadata: dict[str, Any] = {**dict(zip(WRITTEN_METADATA, written, strict=True)), **(extra or {})}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     with atomic_dir(path) as tmp:
         (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")

@@ -46,6 +46,7 @@ from vaekit.models import LatentVariableModel, build_model, load, save_model
 from vaekit.models.bounds import Terms, elbo, iwae_bound
 from vaekit.models.families import check_names, config_for_data, count_parameters
 from vaekit.models.latent_density import fit_latent_density
+from vaekit.models.serialization import extra_metadata
 from vaekit.objectives import OBJECTIVES
 from vaekit.training import checkpoints, distributed, schedules
 from vaekit.training.checkpoints import State, Trainables
@@ -531,8 +532,7 @@ def _fit_latents(run: _Run, best: LatentVariableModel) -> None:
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(run.config.train.seed)
     used = fit_latent_density(best, run.feed.batches(0, generator), seed=run.config.train.seed)
-    standard = ("format_version", "vaekit_version", "data_shape", "preprocessing")
-    extra = {k: v for k, v in best.metadata.items() if k not in standard}
+    extra = extra_metadata(best.metadata)
     extra["latent_density"] = {"examples": used, "gaussians_per_class": run.config.model.latent_density}
     save_model(best, run.out / "best", extra)
     best.metadata = {**best.metadata, **extra}
