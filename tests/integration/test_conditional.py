@@ -208,6 +208,10 @@ def test_training_fits_the_latent_density_and_sample_draws_from_it(tmp_path: Pat
     np.testing.assert_array_equal(fitted, vaekit.sample(model, 5, label=7, latents="fitted"))
     np.testing.assert_array_equal(prior, vaekit.sample(model, 5, label=7, latents="prior"))
     assert not np.allclose(fitted, prior)
+    run(capsys, "sample", out, "--label", "7", "-n", "5", "--draw", "--out", tmp_path / "drawn.png")
+    drawn = np.load(tmp_path / "drawn.npy")  # draws of p(x|z) at the fitted latents: 0/1 pixels of this model
+    np.testing.assert_array_equal(drawn, vaekit.sample(model, 5, label=7, draw=True))
+    assert set(np.unique(drawn)) <= {0.0, 1.0} and not np.array_equal(drawn, fitted)
 
 
 def test_latents_fitted_without_a_fitted_density_is_one_line(cvae_run: Path, tmp_path: Path, capsys) -> None:

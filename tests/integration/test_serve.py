@@ -176,6 +176,9 @@ def test_sample_is_seeded_and_matches_the_library(client: Any, model: VAE) -> No
     body = client.post("/v1/sample", json={"n": 5, "temperature": 0.7, "seed": 42}).json()
     assert body["seed"] == 42 and body["temperature"] == 0.7
     np.testing.assert_allclose(body["x"], sample(model, 5, temperature=0.7, seed=42), atol=1e-6)
+    drawn = client.post("/v1/sample", json={"n": 5, "temperature": 0.7, "seed": 42, "draw": True}).json()["x"]
+    np.testing.assert_array_equal(drawn, sample(model, 5, temperature=0.7, seed=42, draw=True))
+    assert set(np.unique(drawn)) <= {0.0, 1.0}  # draws of this Bernoulli model, not its probabilities
     first, second = (client.post("/v1/sample", json={"n": 2}).json() for _ in range(2))
     assert first["seed"] != second["seed"] and first["x"] != second["x"]  # no seed: a fresh draw each time
     again = client.post("/v1/sample", json={"n": 2, "seed": first["seed"]}).json()

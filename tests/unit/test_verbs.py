@@ -157,6 +157,24 @@ def test_sample_shape_seeding_and_files(model_dir: Path, tmp_path: Path) -> None
     assert not np.array_equal(sample(model_dir, 6, seed=2), x)
 
 
+def test_sample_draw_decodes_seeded_draws_of_px_z_at_the_same_z(digits_model: VAE) -> None:
+    n = 4000
+    means = sample(digits_model, n, seed=3)
+    state = torch.get_rng_state()
+    draws = sample(digits_model, n, seed=3, draw=True)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random state untouched
+    np.testing.assert_array_equal(sample(digits_model, n, seed=3, draw=True), draws)  # seeded
+    assert set(np.unique(draws)) == {0.0, 1.0}  # Bernoulli draws, not probabilities
+    # the draws are Bernoulli(p) of the very z the means decode: their mean error is 0 within 5 standard errors
+    standard_error = np.sqrt((means * (1 - means)).sum()) / means.size
+    assert abs((draws - means).mean()) < 5 * standard_error
+    # pixel by pixel, draws follow their own p: regressed on p, the slope is 1 (within 5 standard errors)
+    p, d = means.ravel().astype(np.float64), draws.ravel().astype(np.float64)
+    slope = np.cov(d, p)[0, 1] / p.var(ddof=1)
+    slope_error = np.sqrt((p * (1 - p)).mean() / (p.var() * p.size))
+    assert abs(slope - 1.0) < 5 * slope_error, (slope, slope_error)
+
+
 def test_sample_temperature_zero_limit_is_prior_mean(digits_model: VAE) -> None:
     cold = sample(digits_model, 3, temperature=1e-8)
     expected = digits_model.decode(torch.zeros(1, LATENT)).mean.detach().numpy()

@@ -46,9 +46,10 @@ def sample(
     out: str | Path | None = None,
     writer_options: Mapping[str, object] | None = None,
     latents: str = "auto",
+    draw: bool = False,
 ) -> np.ndarray:
     """Draw ``n`` examples: decoded means of latents drawn from the prior (or the fitted latent density) at
-    ``temperature``.
+    ``temperature`` (or, with ``draw``, draws of p(x|z)).
 
     Parameters
     ----------
@@ -73,6 +74,10 @@ def sample(
     latents
         Where z comes from: ``auto`` (the fitted latent density if the model has one, else the prior), ``prior``
         or ``fitted`` (see the module docstring).
+    draw
+        Decode a draw of p(x|z) (seeded by ``seed``) instead of its mean: the likelihood's noise on every value,
+        e.g. a spectrogram's noise floor (FSDD's samples lie closer to real clips this way, BENCHMARKS.md "Audio"),
+        or 0/1 pixels of a Bernoulli model. The default, the mean, is the smooth expected example.
 
     Returns
     -------
@@ -105,13 +110,20 @@ def sample(
         ncol = model.num_classes if model.num_classes <= MAX_CLASS_COLUMNS else ncol
     generator = torch.Generator(device=model.device).manual_seed(seed)
     z = model.sample_latents(n, temperature, generator, y, latents)  # (n, L), seeded draws
-    x = model.decode(z, y).mean.float().cpu().numpy()  # (n, *shape)
+    px_z = model.decode(z, y)
+    if draw:
+        with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+            torch.manual_seed(seed)  # the draw of p(x|z) seeded too, without touching the caller's random state
+            x = px_z.sample().float().cpu().numpy()  # (n, *shape)
+    else:
+        x = px_z.mean.float().cpu().numpy()  # (n, *shape)
     if png is not None:
         by_class = label is None and model.num_classes and ncol == model.num_classes
         columns = tuple(f"class {c}" for c in range(ncol)) if by_class else ()
         asked = f", class {label}" if isinstance(label, (int, np.integer)) else ""
         fitted = ", fitted latents" if model.latents_used(latents) == "fitted" else ""
-        title = f"{n} samples, temperature {temperature:g}, seed {seed}{asked}{fitted}"
+        drawn = ", draws of p(x|z)" if draw else ""
+        title = f"{n} samples, temperature {temperature:g}, seed {seed}{asked}{fitted}{drawn}"
         write_examples(model, x, png, Layout(ncol=ncol, col_labels=columns, title=title,
                                                     extras=dict(writer_options or {})))
         atomic_write_bytes(png.with_suffix(".npy"), npy_bytes(x))

@@ -33,7 +33,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from vaekit.apps import sample
 
     sample(args.model, args.n, temperature=args.temperature, seed=args.seed, label=args.label, out=args.out,
-           writer_options=_writer_options(args), latents=args.latents)
+           writer_options=_writer_options(args), latents=args.latents, draw=args.draw)
     out = Path(args.out)
     what = "samples" if args.label is None else f"samples of class {args.label}"
     print(f"wrote {args.n} {what} to {out} and {out.with_suffix('.npy')}")
@@ -178,6 +178,9 @@ def _register_generators(commands: Commands) -> None:
     p.add_argument("--latents", choices=("auto", "prior", "fitted"), default="auto",
                    help="where z comes from: the density fitted to the training codes when the model has one "
                         "(model.latent_density; auto, the default), or the prior N(0, I): prior")
+    p.add_argument("--draw", action="store_true",
+                   help="decode a draw of p(x|z) instead of its mean: the likelihood's noise on every value (an audio "
+                        "model's noise floor; 0/1 pixels of a Bernoulli model); seeded by --seed")
     p.add_argument("--out", default="samples.png", metavar="FILE.png", help="default samples.png")
     _add_griffin_lim_arg(p)
     add_quiet_arg(p, "no log lines")

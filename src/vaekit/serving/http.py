@@ -288,6 +288,7 @@ def _schemas(service: Service, limits: Limits) -> SimpleNamespace:
         )
         seed: int | None = Field(None, ge=0, lt=2**63, description="seed of the draw; default a random one")
         label: Label | None = Field(None, description="conditional models: the class (default: each in turn)")
+        draw: bool = Field(False, description="a draw of p(x|z) instead of its mean (seeded by seed)")
         output: Output = "json"
 
     class ScoreRequest(Examples):
@@ -486,7 +487,7 @@ def _add_generative_routes(app: Any, service: Service, schemas: SimpleNamespace)
         seed = secrets.randbelow(2**63) if body.seed is None else body.seed
 
         def work() -> Any:
-            x = service.sample(body.n, body.temperature, seed, body.label)
+            x = service.sample(body.n, body.temperature, seed, body.label, body.draw)
             return schemas.SampleResponse(x=array_out(x, body.output), seed=seed, temperature=body.temperature)
 
         return await _run(body.n, work)

@@ -315,10 +315,10 @@ class Service:
         with _field("y"):
             return self.model.reconstruct(x, y=y).float().cpu().numpy()
 
-    def sample(self, n: int, temperature: float, seed: int, label: int | None) -> np.ndarray:
+    def sample(self, n: int, temperature: float, seed: int, label: int | None, draw: bool = False) -> np.ndarray:
         self.pin_threads()
         with torch.inference_mode(), _field("label"):
-            return sample(self.model, n, temperature=temperature, seed=seed, label=label)
+            return sample(self.model, n, temperature=temperature, seed=seed, label=label, draw=draw)
 
     def score(self, x: torch.Tensor, y: torch.Tensor | None, method: str, k: int, unit: str) -> np.ndarray:
         for field, value, valid in (("method", method, SCORES.names()), ("unit", unit, UNITS)):
