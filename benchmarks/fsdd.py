@@ -21,9 +21,9 @@ IWAE k; bits/dim over the 5,184 values of a clip):
    half's (B; target: FID within 2x of it) and beside 150 training clips' (as many per digit as A has; five
    draws). The halves split every (digit, speaker) group of test clips at random (seeded): the test split in file
    order is digits 0-4 then 5-9, so ``vaekit evaluate --samples``'s first-half / second-half reference differs in
-   kind there. Half B shares A's recording sessions (takes 0-4 of the same speakers), the training clips do not
-   (takes 5-49): how far real clips of other takes lie from A is the floor of what samples of a model trained on
-   those takes can reach.
+   kind there. Half B holds the same takes (0-4) of the same speakers and digits as A, the training clips other ones
+   (takes 5-49): how far real clips of other takes lie from A says what samples of a model trained on those
+   takes can be expected to reach.
 4. Griffin-Lim: every test clip -> log-mel -> back to sound (mel inversion by NNLS, 64 Griffin-Lim iterations);
    spectral convergence ``||S - S_hat||_F / ||S||_F`` of the STFT magnitudes (and of the mel spectrograms).
 5. Five samples of the conditional model (digits 0-4, one clip each) and a reconstruction of a test clip (its
@@ -163,7 +163,7 @@ SAMPLE_SEEDS = (7, 8, 9, 10, 11)  # FID of 150 samples moves by about 1 from one
 
 
 def references(classifier: Any, bundle: Any, halves: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
-    """What real clips score against half A: half B (same recording sessions: takes 0-4), and len(A) training clips
+    """What real clips score against half A: half B (the same takes, 0-4), and len(A) training clips
     (other takes), drawn with A's digit frequencies once per seed of :data:`SAMPLE_SEEDS`."""
     a, b = halves
     features_a = classifier.features(bundle.test.tensor()[a])
