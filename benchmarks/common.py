@@ -23,6 +23,17 @@ def fail(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
+def parse_part(text: str) -> tuple[int, int]:
+    """``--part I/N`` (the I-th of N processes sharing a benchmark's work, from 1) as (I, N); fails on bad input."""
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        fail(f"--part {text!r}: give I/N, e.g. 1/2")
+    if not 1 <= index <= count:
+        fail(f"--part {text!r}: I must be between 1 and N")
+    return index, count
+
+
 def machine() -> str:
     """One line naming the machine the numbers come from."""
     device = f"CUDA {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "CPU"

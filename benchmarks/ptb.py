@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import RESULTS, ROOT, fail, save, table
+from common import RESULTS, ROOT, fail, parse_part, save, table
 
 from vaekit.apps.text import interpolate_text, reconstruct_text, sample_text, shuffle_auroc
 from vaekit.config import Config, resolve_config
@@ -167,14 +167,7 @@ def remedies(args: argparse.Namespace, out: Path) -> None:
                                      "k": parts[0]["k"], "parts": [p["date"] for p in parts], "rows": rows})
         print(f"results: {path}")
         return
-    first, step = 1, 1
-    if args.part:
-        try:
-            first, step = (int(v) for v in args.part.split("/"))
-        except ValueError:
-            fail(f"--part {args.part!r}: give I/N, e.g. 1/2")
-        if not 1 <= first <= step:
-            fail(f"--part {args.part!r}: I must be between 1 and N")
+    first, step = parse_part(args.part) if args.part else (1, 1)
     rows = []
     for i, (name, (preset, extra)) in enumerate(REMEDIES.items()):
         if i % step != first - 1:

@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 import torch
-from common import RESULTS, fail, save
+from common import RESULTS, fail, parse_part, save
 
 import vaekit
 from vaekit.data.text import PAD
@@ -85,13 +85,7 @@ def main() -> None:
     if args.join:
         join(args, args.join)
         return
-    try:
-        index, count = (int(v) for v in args.part.split("/"))
-    except ValueError:
-        fail(f"--part must be I/N, e.g. 1/2, got {args.part!r}")
-    if not 1 <= index <= count:
-        fail(f"--part I/N needs 1 <= I <= N, got {args.part}")
-    part(args, index, count)
+    part(args, *parse_part(args.part))
 
 
 if __name__ == "__main__":
