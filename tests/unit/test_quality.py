@@ -22,6 +22,7 @@ from vaekit.evaluation.classifier import (
     ClassifierSettings,
     cache_root,
     classifier_key,
+    data_fingerprint,
     get_classifier,
     load_classifier,
     save_classifier,
@@ -305,3 +306,25 @@ def test_evaluate_samples_adds_quality_to_the_report(
     table = report.format_table()
     assert "FID (100 samples)" in table and digits_classifier.name in table
     assert json.loads(json.dumps(report.to_dict()))["sample_quality"]["extractor"] == digits_classifier.name
+
+
+def test_classifier_key_follows_the_data_not_its_place(tmp_path: Path) -> None:
+    preprocessing = Preprocessing(shape=(5,), kind="unit")
+    first, second = tmp_path / "a", tmp_path / "b"
+    for folder in (first, second):  # the same files written twice: other paths and times, the same data
+        (folder / "sub").mkdir(parents=True)
+        (folder / "x.csv").write_text("1,2\n3,4\n")
+        (folder / "sub" / "y.csv").write_text("5,6\n")
+    key = classifier_key(str(first), preprocessing, FAST)
+    assert key == classifier_key(str(second), preprocessing, FAST)
+    (second / "sub" / "y.csv").rename(second / "y.csv")  # the same files, one moved within the folder
+    assert key != classifier_key(str(second), preprocessing, FAST)
+    (second / "y.csv").rename(second / "sub" / "y.csv")
+    assert key == classifier_key(str(second), preprocessing, FAST)
+    (second / "sub" / "y.csv").write_text("5,7\n")  # same size, other contents
+    assert key != classifier_key(str(second), preprocessing, FAST)
+    # over the size limit: names, sizes and modification times, not contents
+    assert data_fingerprint(first, limit=1) != data_fingerprint(second, limit=1)
+    assert data_fingerprint(first / "x.csv") == data_fingerprint(second / "x.csv")
+    with pytest.raises(DataError, match="does not exist"):
+        classifier_key(str(tmp_path / "missing"), preprocessing, FAST)

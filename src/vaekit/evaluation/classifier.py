@@ -32,9 +32,10 @@ training split), 91% after 300 updates (4 s).
 
 Cache: ``$VAEKIT_CACHE/classifiers/<dataset>-<key>/`` (default ``~/.cache/vaekit/classifiers``), holding
 ``classifier.safetensors`` (weights) and ``classifier.json`` (architecture, sizes, training settings, test
-accuracy, version). ``key`` is a SHA-256 prefix of the extractor version, the dataset (a path's absolute
-name, size and modification time), the preprocessing and the training settings, so a changed recipe never
-reuses a stale extractor. Nothing is pickled; a corrupted cache entry is retrained.
+accuracy, version). ``key`` is a SHA-256 prefix of the extractor version, the dataset (a built-in's name, or
+the contents of a path's files: :func:`data_fingerprint`), the preprocessing and the training settings, so a
+changed recipe never reuses a stale extractor and a copy of the same data reuses the cached one. Nothing is
+pickled; a corrupted cache entry is retrained.
 """
 
 from __future__ import annotations
@@ -304,17 +305,47 @@ def cache_root(cache_dir: str | Path | None = None) -> Path:
     return Path(base).expanduser() / "classifiers"
 
 
+FINGERPRINT_BYTES = 1 << 28  # data up to 256 MiB is identified by its contents, larger data by names, sizes, mtimes
+
+
 def _source_id(source: str) -> dict[str, Any]:
+    """What identifies the data of ``source`` in the cache key: a built-in dataset's name, or a fingerprint of the
+    file or folder (see :func:`data_fingerprint`), so a copy of the same data reuses the extractor."""
     from vaekit.data import DATASETS
 
     if source in DATASETS:
         return {"dataset": source}
     path = Path(source).expanduser().resolve()
+    if not path.exists():
+        raise DataError(f"data source {source!r} does not exist; pass a built-in dataset or an existing path")
+    return {"data": data_fingerprint(path)}
+
+
+def data_fingerprint(path: Path, limit: int = FINGERPRINT_BYTES) -> str:
+    """SHA-256 of a file, or of a folder's files (their paths relative to it, sizes and contents, in order).
+
+    Where the place or the copy does not matter, the contents do: a folder copied or re-created elsewhere gets
+    the same fingerprint, and one file changed gets another. Data over ``limit`` bytes in all is identified by
+    the files' paths, sizes and modification times instead (reading gigabytes to name the data would cost more
+    than training a classifier on it).
+    """
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     try:
-        stat = path.stat()
-    except OSError:
-        raise DataError(f"data source {source!r} does not exist; pass a built-in dataset or an existing path") from None
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        listing = [(p.relative_to(path).as_posix() if path.is_dir() else "", p.stat()) for p in files]
+    except OSError as exc:
+        raise DataError(f"cannot read {str(path)!r} ({exc.strerror}); check the path and its permissions") from None
+    digest = hashlib.sha256()
+    by_contents = sum(stat.st_size for _, stat in listing) <= limit
+    for (name, stat), file in zip(listing, files, strict=True):
+        digest.update(json.dumps([name, stat.st_size] + ([] if by_contents else [stat.st_mtime_ns])).encode())
+        if by_contents:
+            try:
+                with file.open("rb") as handle:
+                    for block in iter(lambda: handle.read(1 << 20), b""):
+                        digest.update(block)
+            except OSError as exc:
+                raise DataError(f"cannot read {str(file)!r} ({exc.strerror}); check its permissions") from None
+    return digest.hexdigest()
 
 
 def classifier_key(source: str, preprocessing: Preprocessing, settings: ClassifierSettings) -> str:
