@@ -25,7 +25,8 @@ their own.
 
 Every (data set, seed, detector) result is cached as one JSON file under ``--cache`` (written atomically), so an
 interrupted run resumes where it stopped and a later run with more sets or seeds reuses what is there; delete the
-folder (or pass ``--fresh``) after changing vaekit. ``--vaekit-params`` (JSON) overrides settings of vaekit's
+folder (or pass ``--fresh``) after changing vaekit's code (a cached vaekit result whose detector settings differ from
+today's defaults is refitted on its own). ``--vaekit-params`` (JSON) overrides settings of vaekit's
 detector for experiments: such results are cached under their own key (``vaekit[<hash>]``) and never reported as
 the default.
 
@@ -176,6 +177,13 @@ def detector_key(name: str, args: argparse.Namespace) -> str:
     return f"vaekit[{digest}]"
 
 
+def vaekit_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Every setting of vaekit's detector in this run: its defaults with --vaekit-params over them (JSON types)."""
+    from vaekit.apps.estimators import AnomalyDetector
+
+    return dict(json.loads(json.dumps(AnomalyDetector(**args.vaekit_params).get_params())))
+
+
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -202,11 +210,14 @@ def cached_result(set_name: str, seed: int, name: str, args: argparse.Namespace,
                   data: Callable[[], Split]) -> dict[str, Any]:
     key = detector_key(name, args)
     path = Path(args.cache) / set_name / f"seed{seed}" / f"{key}.json"
+    settings = vaekit_settings(args) if name == "vaekit" else None
     if path.is_file() and not args.fresh:
-        return dict(json.loads(path.read_text()))
+        cached = dict(json.loads(path.read_text()))
+        if settings is None or cached.get("settings") == settings:
+            return cached  # vaekit's: only if fitted with today's settings (defaults change between versions)
     result = {"set": set_name, "seed": seed, "detector": key, **run_one(name, data(), seed, args)}
     if name == "vaekit":
-        result["params"] = args.vaekit_params
+        result["params"], result["settings"] = args.vaekit_params, settings
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, (json.dumps(result, indent=1) + "\n").encode())
     return result

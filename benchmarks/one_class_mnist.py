@@ -7,9 +7,10 @@ the other nine digits anomalous; AUROC (scikit-learn's ``roc_auc_score``) per di
 Detectors, all in one run:
 
 - vaekit: one :class:`vaekit.AnomalyDetector` per digit (a small convolutional VAE, Bernoulli decoder) and
-  four scores of that one fitted model: the importance-weighted NLL relative to the saturated model (the
-  detector's ``score_samples``: ``method="iwae"``, ``relative=True``), the same NLL without that correction
-  (derived exactly: the relative score minus the image's own entropy, see :mod:`vaekit.score`), -ELBO
+  five scores of that one fitted model: the detector's ``score_samples`` (``method="iwae"``, ``relative=True``,
+  ``neighbors=1``: the NLL below and the distance to the nearest training code, each in units of its spread on
+  the training images), the importance-weighted NLL relative to the saturated model, the same NLL without that
+  correction (derived exactly: the relative score minus the image's own entropy, see :mod:`vaekit.score`), -ELBO
   relative to the saturated model, and the reconstruction squared error (:func:`vaekit.score.anomaly_scores`).
 - scikit-learn IsolationForest (defaults), OneClassSVM (RBF, ``gamma="scale"``, ``nu=0.1``), PCA
   reconstruction error (``--pca-components``: 32 by default, the best of 8/16/32/64 components and 50-95% of
@@ -62,12 +63,13 @@ def vaekit_detector(x_normal: np.ndarray, x_test: np.ndarray, args: argparse.Nam
         architecture=args.architecture, data_shape=(1, 28, 28), latent_dim=args.latent_dim,
         hidden_dims=tuple(args.hidden_dims), channels=tuple(args.channels), likelihood="bernoulli",
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, method="iwae", k=args.k, relative=True,
-        random_state=0, device="cpu",
+        neighbors=1, random_state=0, device="cpu",
     ).fit(x_normal)
     model, x = detector.model_, torch.from_numpy(x_test.reshape(-1, 1, 28, 28)).double()
-    iwae_relative = -detector.score_samples(x_test)
+    iwae_relative = anomaly_scores(model, x, "iwae", k=args.k, relative=True).numpy()
     saturated = SATURATED.get("bernoulli")(model, x).numpy()  # -sum_d H(x_d): relative = plain + saturated
     return {
+        f"vaekit iwae k={args.k} relative + nearest code": -detector.score_samples(x_test),
         f"vaekit iwae k={args.k} relative": iwae_relative,
         f"vaekit iwae k={args.k} plain": iwae_relative - saturated,
         f"vaekit elbo k={args.elbo_k} relative": anomaly_scores(model, x, "elbo", k=args.elbo_k, relative=True).numpy(),

@@ -63,7 +63,7 @@ def test_constructor_stores_arguments_unchanged() -> None:
     assert params["latent_dim"] == 3 and params["random_state"] == 5 and params["method"] == "iwae"
     assert clone(detector).get_params()["hidden_dims"] == hidden
     assert detector.set_params(latent_dim=4).latent_dim == 4
-    assert set(VAETransformer().get_params()) == set(params) - {"method", "k", "relative", "contamination"}
+    assert set(VAETransformer().get_params()) == set(params) - {"method", "k", "relative", "neighbors", "contamination"}
 
 
 def test_detector_finds_noise_among_digits(digits: tuple[np.ndarray, np.ndarray], no_figures: None) -> None:
@@ -229,6 +229,10 @@ def test_estimators_leave_no_run_directory(tmp_path: Path, monkeypatch: pytest.M
         (VAETransformer(**TINY, max_steps=0), None, ConfigError, "max_steps=0: give a number of optimizer steps"),
         (VAETransformer(**TINY, patience=-1), None, ConfigError, "patience=-1: give 'auto' or a number of epochs"),
         (AnomalyDetector(**TINY, patience=True), None, ConfigError, "patience=True: give 'auto'"),
+        (AnomalyDetector(**TINY, neighbors=-1), None, ConfigError, "neighbors=-1: give a number of latent neigh"),
+        (AnomalyDetector(**TINY, neighbors=1.5), None, ConfigError, "neighbors=1.5: give a number of latent neigh"),
+        (AnomalyDetector(**TINY, neighbors=20), None, ConfigError,
+         r"neighbors=20 needs more than 20 training rows, and X has 20; give fewer neighbors"),
         (VAETransformer(**dict(TINY, batch_size=0)), None, ConfigError, "batch_size=0: give a number of examples"),
     ],
 )
@@ -263,3 +267,63 @@ def test_text_columns_are_named_with_the_way_to_encode_them() -> None:
     rows = np.array([[1.0, "x", 2.0, "y"], [2.0, "z", 3.0, "w"]], dtype=object)
     with pytest.raises(DataError, match=r"X has text in columns 1, 3; "):
         VAETransformer(**TINY).fit(rows)
+
+
+def _grid_clusters(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Rows of 25 tight clusters on a 5 x 5 grid of spacing 1 (standard deviation 0.03 around each centre)."""
+    centres = np.stack(np.meshgrid(np.arange(5.0), np.arange(5.0)), -1).reshape(-1, 2)
+    return centres[rng.integers(0, len(centres), n)] + 0.03 * rng.normal(size=(n, 2))
+
+
+def test_latent_neighbours_find_rows_between_clusters(no_figures: None) -> None:
+    # a smooth density gives the gaps between many small clusters a good likelihood (ADBench's ALOI is such a
+    # set); the distance to the nearest training code does not
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    train, normal = _grid_clusters(rng, 1000), _grid_clusters(rng, 100)
+    gaps = _grid_clusters(rng, 100) + rng.choice([[0.5, 0.0], [0.0, 0.5]], size=100)  # halfway to a neighbour
+    test, is_anomaly = np.concatenate([normal, gaps]), np.r_[np.zeros(100), np.ones(100)]
+    settings = {"latent_dim": 2, "hidden_dims": (32,), "max_steps": 600, "random_state": 0, "device": "cpu"}
+    auroc = {n: roc_auc_score(is_anomaly, -AnomalyDetector(**settings, neighbors=n).fit(train).score_samples(test))
+             for n in (0, 1)}
+    assert auroc[1] > 0.95 and auroc[0] < 0.7, auroc  # measured: 0.996 and 0.39
+
+
+def test_score_is_the_sum_of_two_robust_z_scores(no_figures: None) -> None:
+    import torch
+
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(300, 3))
+    train[250:] = train[:50]  # 50 rows twice: each copy is the other's neighbour at distance 0
+    train[200:203] = train[203]  # four copies of one row
+    new = np.concatenate([rng.normal(size=(40, 3)), train[[0, 100, 203]]])  # and three rows seen in training
+    detector = AnomalyDetector(**TINY, k=3, neighbors=2, random_state=0).fit(train)
+    likelihood_only = clone(detector).set_params(neighbors=0).fit(train)  # the same seed: the same model
+
+    def codes(x: np.ndarray) -> np.ndarray:
+        model = detector.model_
+        with torch.no_grad():
+            return model.encode(torch.from_numpy(model.preprocessing.apply(x)).double()).mean.numpy()
+
+    training_codes = codes(train)
+
+    def distances(x: np.ndarray) -> np.ndarray:  # brute force over every training row, the row itself left out
+        gaps = np.linalg.norm(codes(x)[:, None] - training_codes[None], axis=-1)  # (n, 300)
+        for row, own in enumerate(np.argmin(gaps, axis=1)):
+            if gaps[row, own] <= 1e-9:  # the row is a training row: one copy of it is itself
+                gaps[row, own] = np.inf
+        return np.sort(gaps, axis=1)[:, :2].mean(axis=1)
+
+    assert len(detector.codes_) == 247 and sorted(detector.code_counts_)[-5:] == [2, 2, 2, 2, 4]
+    terms_train = np.stack([-likelihood_only.score_samples(train), distances(train)])
+    low, median, high = np.percentile(terms_train, [25, 50, 75], axis=1)
+    np.testing.assert_allclose(detector.score_center_, median)
+    np.testing.assert_allclose(detector.score_scale_, high - low)
+    nearest_other = np.sort(np.linalg.norm(training_codes[:50, None] - training_codes[None], axis=-1), axis=1)[:, 2]
+    np.testing.assert_allclose(distances(train[:50]), nearest_other / 2, atol=1e-9)  # its copy at 0, then the next
+    for x in (train, new):
+        terms = np.stack([-likelihood_only.score_samples(x), distances(x)])
+        expected = -((terms - median[:, None]) / (high - low)[:, None]).sum(axis=0)
+        np.testing.assert_allclose(detector.score_samples(x), expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(np.mean(detector.predict(train) == -1), 0.1, atol=0.01)  # contamination

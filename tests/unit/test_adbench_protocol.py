@@ -70,3 +70,12 @@ def test_a_file_without_labels_is_refused_and_results_are_cached(tmp_path: Path,
     assert adbench.cached_result("3_toy", 0, "IForest", args, loader)["auroc"] == 0.5
     args.vaekit_params = {"epochs": 3}
     assert adbench.detector_key("vaekit", args).startswith("vaekit[") and adbench.detector_key("KNN", args) == "KNN"
+    vaekit_path = tmp_path / "cache" / "3_toy" / "seed0" / f"{adbench.detector_key('vaekit', args)}.json"
+    settings = adbench.vaekit_settings(args)
+    assert settings["epochs"] == 3 and settings["neighbors"] == 1  # the defaults, with the overrides over them
+    vaekit_path.parent.mkdir(parents=True, exist_ok=True)
+    vaekit_path.write_text(json.dumps({**first, "detector": "vaekit", "auroc": 0.5, "settings": settings}))
+    assert adbench.cached_result("3_toy", 0, "vaekit", args, loader)["auroc"] == 0.5
+    vaekit_path.write_text(json.dumps({**first, "auroc": 0.5, "settings": {**settings, "neighbors": 0}}))
+    refitted = adbench.cached_result("3_toy", 0, "vaekit", args, loader)  # fitted with other settings: refitted
+    assert refitted["auroc"] > 0.95 and refitted["settings"] == settings
