@@ -290,7 +290,8 @@ def test_latent_neighbours_find_rows_between_clusters(no_figures: None) -> None:
     assert auroc[1] > 0.95 and auroc[0] < 0.7, auroc  # measured: 0.996 and 0.39
 
 
-def test_score_is_the_sum_of_two_robust_z_scores(no_figures: None) -> None:
+@pytest.mark.parametrize("latent_dim", [2, 16])
+def test_score_is_the_sum_of_two_robust_z_scores(no_figures: None, latent_dim: int) -> None:
     import torch
 
     rng = np.random.default_rng(1)
@@ -298,7 +299,7 @@ def test_score_is_the_sum_of_two_robust_z_scores(no_figures: None) -> None:
     train[250:] = train[:50]  # 50 rows twice: each copy is the other's neighbour at distance 0
     train[200:203] = train[203]  # four copies of one row
     new = np.concatenate([rng.normal(size=(40, 3)), train[[0, 100, 203]]])  # and three rows seen in training
-    detector = AnomalyDetector(**TINY, k=3, neighbors=2, random_state=0).fit(train)
+    detector = AnomalyDetector(**dict(TINY, latent_dim=latent_dim), k=3, neighbors=2, random_state=0).fit(train)
     likelihood_only = clone(detector).set_params(neighbors=0).fit(train)  # the same seed: the same model
 
     def codes(x: np.ndarray) -> np.ndarray:
