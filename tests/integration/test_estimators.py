@@ -328,3 +328,15 @@ def test_score_is_the_sum_of_two_robust_z_scores(no_figures: None, latent_dim: i
         expected = -((terms - median[:, None]) / (high - low)[:, None]).sum(axis=0)
         np.testing.assert_allclose(detector.score_samples(x), expected, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(np.mean(detector.predict(train) == -1), 0.1, atol=0.01)  # contamination
+
+
+def test_neighbours_of_a_large_training_set_are_a_seeded_sample(monkeypatch: pytest.MonkeyPatch,
+                                                                no_figures: None) -> None:
+    monkeypatch.setattr(estimators, "NEIGHBOR_ROWS", 100)  # 25,000 in use: the same path on a small table
+    train = np.random.default_rng(2).normal(size=(400, 3))
+    detector = AnomalyDetector(**TINY, k=3, random_state=0).fit(train)
+    assert detector.code_counts_.sum() == 100 and len(detector.codes_) == 100
+    again = AnomalyDetector(**TINY, k=3, random_state=0).fit(train)
+    np.testing.assert_array_equal(again.codes_, detector.codes_)  # the same sample for the same seed
+    assert np.isfinite(detector.score_samples(train)).all()
+    np.testing.assert_allclose(np.mean(detector.predict(train) == -1), 0.1, atol=0.01)  # contamination
