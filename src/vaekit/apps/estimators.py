@@ -250,6 +250,14 @@ class _VAEEstimator(BaseEstimator):
         steps_per_epoch = math.ceil(n_train / int(self.batch_size))
         return max(1, math.ceil(int(self.max_steps) / steps_per_epoch))
 
+    def _codes(self, X: np.ndarray) -> np.ndarray:
+        """Posterior means of the rows of validated ``X``: (n, latent_dim) float64, encoded
+        ``ENCODE_BATCH`` rows at a time."""
+        x = self._model_input(X)
+        with torch.no_grad():
+            means = [self.model_.encode(x[i : i + ENCODE_BATCH]).mean.cpu() for i in range(0, len(x), ENCODE_BATCH)]
+        return torch.cat(means).numpy()
+
     def _model_input(self, X: np.ndarray) -> torch.Tensor:
         """Rows of ``X`` prepared like the training rows: (n, *data_shape) float64 on the model's device."""
         model = self.model_
@@ -461,39 +469,31 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
                 f"neighbors={self.neighbors} needs more than {self.neighbors} training rows, and X has {len(X)}; "
                 "give fewer neighbors (0: the likelihood score alone) or more rows"
             )
-        reference = X
+        training_codes = reference = self._codes(X)
         if len(X) > NEIGHBOR_ROWS:  # a seeded sample of the training rows: search time grows with their number
             rows = check_random_state(self.random_state).choice(len(X), NEIGHBOR_ROWS, replace=False)
-            reference = X[np.sort(rows)]
-        codes = self._codes(reference)
-        _, first, counts = np.unique(np.round(codes / SAME_CODE), axis=0, return_index=True, return_counts=True)
+            reference = training_codes[np.sort(rows)]
+        _, first, counts = np.unique(np.round(reference / SAME_CODE), axis=0, return_index=True, return_counts=True)
         order = np.argsort(first)
-        self.codes_, self.code_counts_ = codes[first[order]], counts[order]
+        self.codes_, self.code_counts_ = reference[first[order]], counts[order]
         # a k-d tree, whatever the latent size: on 16-dimensional codes (ADBench ALOI, 24,013 training and 25,521
         # test rows) it searched 3x faster than brute force, and 9x (8.7 s against 79 s) on six times as many
         self.neighbors_index_ = NearestNeighbors(n_neighbors=min(self.neighbors + 1, len(self.codes_)),
                                                  algorithm="kd_tree")
         self.neighbors_index_.fit(self.codes_)
-        terms = np.stack([self._likelihood_scores(X), self._latent_distances(X)])
+        terms = np.stack([self._likelihood_scores(X), self._latent_distances(training_codes)])
         low, self.score_center_, high = np.percentile(terms, [25, 50, 75], axis=1)
         spread = np.where(np.isfinite(terms).all(axis=1), terms.std(axis=1), 0.0)
         # a term whose training values mostly tie (duplicated rows) is scaled by its standard deviation instead
         self.score_scale_ = np.where(high > low, high - low, np.where(spread > 0, spread, 1.0))
         return self._combined(terms)
 
-    def _codes(self, X: np.ndarray) -> np.ndarray:
-        """Posterior means of the rows of validated ``X``: (n, latent_dim) float64."""
-        x = self._model_input(X)
-        with torch.no_grad():
-            means = [self.model_.encode(x[i : i + ENCODE_BATCH]).mean.cpu() for i in range(0, len(x), ENCODE_BATCH)]
-        return torch.cat(means).numpy()
-
-    def _latent_distances(self, X: np.ndarray) -> np.ndarray:
-        """Mean distance from each row's code to the codes of its ``neighbors`` nearest training rows, its own
-        row left out: a row whose code is a training code (closer than ``SAME_CODE``) is taken to be that row, so
-        one copy of that code is not its neighbour and any other copy is (at distance 0). Training rows are thus
-        scored leave-one-out, and a new row exactly like a training row scores as that row does."""
-        codes = self._codes(X)
+    def _latent_distances(self, codes: np.ndarray) -> np.ndarray:
+        """Mean distance from each row's code (``codes``: (n, latent_dim), from :meth:`_codes`) to the codes of its
+        ``neighbors`` nearest training rows, its own row left out: a row whose code is a training code (closer
+        than ``SAME_CODE``) is taken to be that row, so one copy of that code is not its neighbour and any other
+        copy is (at distance 0). Training rows are thus scored leave-one-out, and a new row exactly like a training
+        row scores as that row does."""
         _, index = self.neighbors_index_.kneighbors(codes)
         # exact distances, whatever the search: a brute-force one's |a|^2 - 2ab + |b|^2 put a code ~1e-7 from itself
         distances = np.linalg.norm(codes[:, None, :] - self.codes_[index], axis=-1)
@@ -516,7 +516,7 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
 
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
         if self.neighbors:
-            return self._combined(np.stack([self._likelihood_scores(X), self._latent_distances(X)]))
+            return self._combined(np.stack([self._likelihood_scores(X), self._latent_distances(self._codes(X))]))
         return -self._likelihood_scores(X)
 
     def _combined(self, terms: np.ndarray) -> np.ndarray:
@@ -648,10 +648,8 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _VAEEsti
         """
         check_is_fitted(self)
         X = self._check_X(X, reset=False)
-        x = self._model_input(X)
         self.model_.eval()
-        means = [self.model_.encode(x[i : i + ENCODE_BATCH]).mean.cpu() for i in range(0, len(x), ENCODE_BATCH)]
-        return torch.cat(means).numpy().astype(X.dtype)
+        return self._codes(X).astype(X.dtype)
 
     @torch.no_grad()
     def inverse_transform(self, X: Any) -> np.ndarray:
