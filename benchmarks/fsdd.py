@@ -162,20 +162,24 @@ def balanced_halves(groups: list[tuple[str, ...]], seed: int = 0) -> tuple[np.nd
 SAMPLE_SEEDS = (7, 8, 9, 10, 11)  # FID of 150 samples moves by about 1 from one draw to the next: five draws
 
 
+def training_rows(bundle: Any, a: np.ndarray, seed: int) -> np.ndarray:
+    """len(a) training clips (other takes than the test split's) with the digit frequencies of test clips ``a``,
+    drawn without replacement by ``seed``: the training-clip reference of :func:`references`."""
+    rng = np.random.default_rng(seed)
+    labels = bundle.train.labels
+    digits, counts = np.unique(bundle.test.labels[a], return_counts=True)
+    return np.concatenate([rng.choice(np.flatnonzero(labels == d), c, replace=False)
+                           for d, c in zip(digits, counts, strict=True)])
+
+
 def references(classifier: Any, bundle: Any, halves: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
     """What real clips score against half A: half B (the same takes, 0-4), and len(A) training clips
     (other takes), drawn with A's digit frequencies once per seed of :data:`SAMPLE_SEEDS`."""
     a, b = halves
     features_a = classifier.features(bundle.test.tensor()[a])
     features_b = classifier.features(bundle.test.tensor()[b])
-    train, labels = bundle.train.tensor(), bundle.train.labels
-    train_fid = []
-    for seed in SAMPLE_SEEDS:
-        rng = np.random.default_rng(seed)
-        digits, counts = np.unique(bundle.test.labels[a], return_counts=True)  # A's digits, from other takes
-        rows = np.concatenate([rng.choice(np.flatnonzero(labels == d), c, replace=False)
-                               for d, c in zip(digits, counts, strict=True)])
-        train_fid.append(fid(classifier.features(train[rows]), features_a))
+    train = bundle.train.tensor()
+    train_fid = [fid(classifier.features(train[training_rows(bundle, a, seed)]), features_a) for seed in SAMPLE_SEEDS]
     return {"features_a": features_a, "real_fid": fid(features_b, features_a),
             "real_kid": kid(features_b, features_a)[0], "train_fid": float(np.mean(train_fid)),
             "train_fid_sd": float(np.std(train_fid, ddof=1)), "train_fid_each": train_fid}

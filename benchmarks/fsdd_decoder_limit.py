@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 from common import save, table
-from fsdd import DEFAULT_FSDD, SAMPLE_SEEDS, balanced_halves, references, sample_figures, test_paths
+from fsdd import DEFAULT_FSDD, SAMPLE_SEEDS, balanced_halves, references, sample_figures, test_paths, training_rows
 
 import vaekit
 from vaekit.config import resolve_config
@@ -45,12 +45,9 @@ def reconstruction_fids(model: Any, classifier: Any, bundle: Any, a: np.ndarray,
     """FID against half A of the reconstructions of len(A) training clips (the rows ``references`` draws for each
     seed): z the posterior mean (or one draw of q(z|x)), decoded to p(x|z)'s mean (or a draw of it)."""
     train, labels = bundle.train.tensor(), bundle.train.labels
-    digits, counts = np.unique(bundle.test.labels[a], return_counts=True)
     fids = []
     for seed in SAMPLE_SEEDS:
-        rng = np.random.default_rng(seed)
-        rows = np.concatenate([rng.choice(np.flatnonzero(labels == d), c, replace=False)
-                               for d, c in zip(digits, counts, strict=True)])
+        rows = training_rows(bundle, a, seed)
         x = train[rows].to(model.device, next(model.parameters()).dtype)
         y = torch.as_tensor(labels[rows]).to(model.device)
         generator = torch.Generator().manual_seed(seed)
