@@ -70,6 +70,7 @@ from vaekit.data.audio import AudioPreprocessing, spectral_convergence
 from vaekit.data.audio_source import clips_of, test_rows
 from vaekit.evaluation.classifier import get_classifier
 from vaekit.evaluation.quality import class_accuracy, fid, kid
+from vaekit.models.latent_density import FittedLatents, fit_latent_density
 from vaekit.presets import get_preset
 
 DEFAULT_FSDD = ROOT.parent / "shared" / "data" / "fsdd" / "recordings"
@@ -160,6 +161,18 @@ def balanced_halves(groups: list[tuple[str, ...]], seed: int = 0) -> tuple[np.nd
 
 
 SAMPLE_SEEDS = (7, 8, 9, 10, 11)  # FID of 150 samples moves by about 1 from one draw to the next: five draws
+
+
+def test_halves(data: str, preprocessing: Any) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`balanced_halves` of the test clips of FSDD's folder ``data``, grouped by (digit, speaker)."""
+    return balanced_halves([(p.stem.split("_")[0], p.stem.split("_")[1]) for p in test_paths(data, preprocessing)])
+
+
+def refit_latent_density(model: Any, bundle: Any, per_class: int) -> None:
+    """Replace ``model``'s latent density by ``per_class`` Gaussians per digit fitted to the training clips' codes."""
+    x_train, y_train = bundle.train.tensor(), torch.as_tensor(bundle.train.labels)
+    model.latent_density = FittedLatents(model.latent_dim, per_class, model.num_classes)
+    fit_latent_density(model, [(x_train[i : i + 256], y_train[i : i + 256]) for i in range(0, len(x_train), 256)])
 
 
 def training_rows(bundle: Any, a: np.ndarray, seed: int) -> np.ndarray:
@@ -280,8 +293,7 @@ def quality_part(args: argparse.Namespace, models: dict[str, Any], bundle: Any, 
     n_conditional = 100 if args.quick else args.conditional_samples
     results["conditional"] = {latents: conditional_accuracy(cvae, classifier, n_conditional, latents)
                               for latents in ("fitted", "prior")}
-    groups = [(c.stem.split("_")[0], c.stem.split("_")[1]) for c in test_paths(args.data, cvae.preprocessing)]
-    halves = balanced_halves(groups)
+    halves = test_halves(args.data, cvae.preprocessing)
     reference = references(classifier, bundle, halves)
     results["fid_reference"] = {k: v for k, v in reference.items() if k != "features_a"}
     print(f"FID against test half A: half B {reference['real_fid']:.2f}, training clips {reference['train_fid']:.2f} "

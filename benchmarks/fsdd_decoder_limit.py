@@ -28,14 +28,21 @@ from typing import Any
 import numpy as np
 import torch
 from common import save, table
-from fsdd import DEFAULT_FSDD, SAMPLE_SEEDS, balanced_halves, references, sample_figures, test_paths, training_rows
+from fsdd import (
+    DEFAULT_FSDD,
+    SAMPLE_SEEDS,
+    references,
+    refit_latent_density,
+    sample_figures,
+    test_halves,
+    training_rows,
+)
 
 import vaekit
 from vaekit.config import resolve_config
 from vaekit.data import load_data
 from vaekit.evaluation.classifier import get_classifier
 from vaekit.evaluation.quality import fid
-from vaekit.models.latent_density import FittedLatents, fit_latent_density
 from vaekit.presets import get_preset
 
 
@@ -71,16 +78,16 @@ def main() -> None:
     model.eval()
     bundle = load_data(resolve_config(get_preset("fsdd-cvae"), overrides=[f"data.source={args.data}"]).data)
     classifier = get_classifier(args.data, model.preprocessing)
-    groups = [(p.stem.split("_")[0], p.stem.split("_")[1]) for p in test_paths(args.data, model.preprocessing)]
-    halves = balanced_halves(groups)
+    halves = test_halves(args.data, model.preprocessing)
     reference = references(classifier, bundle, halves)
     real, train = reference["real_fid"], reference["train_fid"]
     rows: list[dict[str, Any]] = []
 
     def add(what: str, decoded: str, fids: list[float]) -> None:
         value = float(np.mean(fids))
-        rows.append({"clips": what, "decoded": decoded, "fid": value, "fid_sd": float(np.std(fids, ddof=1)),
-                     "x_half_b": value / real, "x_training_clips": value / train})
+        spread = float(np.std(fids, ddof=1)) if len(fids) > 1 else None  # half B's FID is one figure
+        rows.append({"clips": what, "decoded": decoded, "fid": value, "fid_sd": spread, "x_half_b": value / real,
+                     "x_training_clips": value / train})
         print(table(rows[-1:]), flush=True)
 
     add("half B of the test split", "-", [real])
@@ -91,10 +98,8 @@ def main() -> None:
                                        mean)
             add(f"reconstructions of those training clips, z = {'a draw of q(z|x)' if posterior_draw else 'mu'}",
                 "means" if mean else "draws", fids)
-    x_train, y_train = bundle.train.tensor(), torch.as_tensor(bundle.train.labels)
     for per_class in (8, 16, 32):
-        model.latent_density = FittedLatents(model.latent_dim, per_class, model.num_classes)
-        fit_latent_density(model, [(x_train[i : i + 256], y_train[i : i + 256]) for i in range(0, len(x_train), 256)])
+        refit_latent_density(model, bundle, per_class)
         for mean in (True, False):
             figures = sample_figures(model, classifier, bundle.test.labels, halves, reference, "fitted", mean=mean)
             add(f"samples, {per_class} Gaussians per digit", "means" if mean else "draws", figures["fid_each"])

@@ -20,14 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 from common import save, table
-from fsdd import DEFAULT_FSDD, balanced_halves, test_paths
+from fsdd import DEFAULT_FSDD, refit_latent_density, test_halves
 
 import vaekit
 from vaekit.config import resolve_config
 from vaekit.data import load_data
 from vaekit.evaluation.classifier import get_classifier
 from vaekit.evaluation.quality import class_accuracy, fid
-from vaekit.models.latent_density import FittedLatents, fit_latent_density
 from vaekit.presets import get_preset
 
 
@@ -56,15 +55,11 @@ def main() -> None:
     model = vaekit.load(args.model)
     bundle = load_data(resolve_config(get_preset("fsdd-cvae"), overrides=[f"data.source={args.data}"]).data)
     classifier = get_classifier(args.data, model.preprocessing)
-    groups = [(p.stem.split("_")[0], p.stem.split("_")[1]) for p in test_paths(args.data, model.preprocessing)]
-    halves = balanced_halves(groups)
-    x_train, y_train = bundle.train.tensor(), torch.as_tensor(bundle.train.labels)
+    halves = test_halves(args.data, model.preprocessing)
     rows = []
     for per_class in (0, 1, 2, 3, 5, 8):
         if per_class:
-            model.latent_density = FittedLatents(model.latent_dim, per_class, model.num_classes)
-            fit_latent_density(model, [(x_train[i : i + 256], y_train[i : i + 256])
-                                       for i in range(0, len(x_train), 256)])
+            refit_latent_density(model, bundle, per_class)
         for temperature in (1.0, 0.9, 0.8):
             figures = measure(model, classifier, bundle, halves, "fitted" if per_class else "prior", temperature)
             rows.append({"latents": f"{per_class} Gaussians per digit" if per_class else "prior N(0, I)",
