@@ -44,6 +44,8 @@ benchmarks/estimators_vs_pca.py measures all of these.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
 import math
 import numbers
@@ -57,19 +59,31 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Outlier
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from vaekit.apps.neighbors import (
+    DETECTOR_KEY,
+    ENCODE_BATCH,
+    SAME_CODE,
+    SavedDetector,
+    code_distances,
+    finite_scores,
+    neighbor_index,
+    posterior_means,
+    z_score_sum,
+)
 from vaekit.config import Config, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig
 from vaekit.data import DataBundle, ExampleSet, from_arrays
 from vaekit.data.arrays import array_source
 from vaekit.data.preprocessing import SCALINGS
 from vaekit.data.sources import split
-from vaekit.errors import ConfigError, DataError
+from vaekit.errors import ConfigError, DataError, ModelFileError
+from vaekit.files import atomic_dir
 from vaekit.models import LatentVariableModel
+from vaekit.models.serialization import write_model
 from vaekit.training import train
 
 logger = logging.getLogger(__name__)
 
 AUTO_LIKELIHOOD = {"binary": "bernoulli", "unit": "bernoulli", "real": "gaussian"}
-ENCODE_BATCH = 1024
 # The default training length (see the estimators' ``epochs``, ``max_steps`` and ``patience`` and the module
 # docstring), chosen with benchmarks/estimators_vs_pca.py on digits, MNIST and three ADBench tables
 MAX_STEPS = 10_000
@@ -77,7 +91,6 @@ PATIENCE_FRACTION, MIN_PATIENCE = 20, 10  # patience="auto": a twentieth of the 
 MIN_PASS_STEPS = 100  # AnomalyDetector: smaller data is repeated within a pass, see _fit_model
 DETECTOR_MAX_STEPS, DETECTOR_K = 3000, 10  # AnomalyDetector's defaults: benchmarks/adbench.py, module docstring
 DETECTOR_NEIGHBORS = 1  # AnomalyDetector: latent neighbours in the score (0: the likelihood alone); module docstring
-SAME_CODE = 1e-9  # codes closer than this are one code: a row's code moves by ~1e-16 with the batch it is encoded in
 # AnomalyDetector: neighbours are searched among the codes of at most this many training rows (a seeded sample of
 # larger sets). Every ADBench training set fits; credit-card fraud's 144,505 rows scored at 2,161 rows/s when all
 # were searched, the search taking most of the time (16-dimensional codes, a k-d tree)
@@ -253,10 +266,7 @@ class _VAEEstimator(BaseEstimator):
     def _codes(self, X: np.ndarray) -> np.ndarray:
         """Posterior means of the rows of validated ``X``: (n, latent_dim) float64, encoded
         ``ENCODE_BATCH`` rows at a time."""
-        x = self._model_input(X)
-        with torch.no_grad():
-            means = [self.model_.encode(x[i : i + ENCODE_BATCH]).mean.cpu() for i in range(0, len(x), ENCODE_BATCH)]
-        return torch.cat(means).numpy()
+        return posterior_means(self.model_, self._model_input(X))
 
     def _model_input(self, X: np.ndarray) -> torch.Tensor:
         """Rows of ``X`` prepared like the training rows: (n, *data_shape) float64 on the model's device."""
@@ -276,6 +286,9 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
     term is counted in units of its spread over the training rows, and the score is their sum, negated so that,
     as in scikit-learn, ``score_samples`` is higher for more normal examples. ``neighbors=0`` keeps the
     likelihood score alone (nats).
+
+    :meth:`save` writes a fitted detector as a model directory (no pickle) that :meth:`load` reads back and that
+    ``vaekit score`` scores as the detector does (:mod:`vaekit.apps.neighbors`).
 
     Parameters
     ----------
@@ -462,8 +475,6 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
     def _fit_neighbors(self, X: np.ndarray) -> np.ndarray:
         """The latent term: the distinct training codes, and the centre and scale of both terms on ``X``; returns
         ``score_samples`` of the rows of ``X`` (each term is computed once)."""
-        from sklearn.neighbors import NearestNeighbors
-
         if len(X) <= self.neighbors:
             raise ConfigError(
                 f"neighbors={self.neighbors} needs more than {self.neighbors} training rows, and X has {len(X)}; "
@@ -476,11 +487,7 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         _, first, counts = np.unique(np.round(reference / SAME_CODE), axis=0, return_index=True, return_counts=True)
         order = np.argsort(first)
         self.codes_, self.code_counts_ = reference[first[order]], counts[order]
-        # a k-d tree, whatever the latent size: on 16-dimensional codes (ADBench ALOI, 24,013 training and 25,521
-        # test rows) it searched 3x faster than brute force, and 9x (8.7 s against 79 s) on six times as many
-        self.neighbors_index_ = NearestNeighbors(n_neighbors=min(self.neighbors + 1, len(self.codes_)),
-                                                 algorithm="kd_tree")
-        self.neighbors_index_.fit(self.codes_)
+        self.neighbors_index_ = neighbor_index(self.codes_)
         terms = np.stack([self._likelihood_scores(X), self._latent_distances(training_codes)])
         low, self.score_center_, high = np.percentile(terms, [25, 50, 75], axis=1)
         spread = np.where(np.isfinite(terms).all(axis=1), terms.std(axis=1), 0.0)
@@ -490,29 +497,15 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
 
     def _latent_distances(self, codes: np.ndarray) -> np.ndarray:
         """Mean distance from each row's code (``codes``: (n, latent_dim), from :meth:`_codes`) to the codes of its
-        ``neighbors`` nearest training rows, its own row left out: a row whose code is a training code (closer
-        than ``SAME_CODE``) is taken to be that row, so one copy of that code is not its neighbour and any other
-        copy is (at distance 0). Training rows are thus scored leave-one-out, and a new row exactly like a training
-        row scores as that row does."""
-        _, index = self.neighbors_index_.kneighbors(codes)
-        # exact distances, whatever the search: a brute-force one's |a|^2 - 2ab + |b|^2 put a code ~1e-7 from itself
-        distances = np.linalg.norm(codes[:, None, :] - self.codes_[index], axis=-1)
-        order = np.argsort(distances, axis=1, kind="stable")
-        distances, index = np.take_along_axis(distances, order, axis=1), np.take_along_axis(index, order, axis=1)
-        counts = self.code_counts_[index].astype(np.int64)  # (n, m): rows behind each of the m nearest codes
-        counts[:, 0] -= distances[:, 0] <= SAME_CODE  # the row's own copy
-        # the j-th nearest row (j = 1..neighbors) lies at the first code whose running count reaches j
-        reach = np.cumsum(counts, axis=1)
-        position = (reach[:, None, :] < np.arange(1, self.neighbors + 1)[None, :, None]).sum(axis=2)
-        return np.take_along_axis(distances, position, axis=1).mean(axis=1)
+        ``neighbors`` nearest training rows, its own row left out (:func:`vaekit.apps.neighbors.code_distances`)."""
+        return code_distances(codes, self.codes_, self.code_counts_, self.neighbors_index_, self.neighbors)
 
     def _likelihood_scores(self, X: np.ndarray) -> np.ndarray:
         """The model's anomaly score of each row of validated ``X`` (nats for ``iwae`` / ``elbo``)."""
         from vaekit.apps.scoring import anomaly_scores
 
         scores = anomaly_scores(self.model_, self._model_input(X), self.method, k=self.k, relative=self.relative)
-        # a row so far out that the network overflows (inf or NaN) is as anomalous as a score can say
-        return np.nan_to_num(scores.double().numpy(), nan=np.inf).clip(max=np.finfo(np.float64).max)
+        return finite_scores(scores)  # a row so far out that the network overflows scores the largest float
 
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
         if self.neighbors:
@@ -521,9 +514,7 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
 
     def _combined(self, terms: np.ndarray) -> np.ndarray:
         """``score_samples`` from the (2, n) likelihood scores and latent distances: minus their z-scores' sum."""
-        with np.errstate(over="ignore", invalid="ignore"):  # an overflowed likelihood score stays the largest
-            scores = ((terms - self.score_center_[:, None]) / self.score_scale_[:, None]).sum(axis=0)
-        return -np.nan_to_num(scores, nan=np.inf)
+        return -z_score_sum(terms, self.score_center_, self.score_scale_)
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Normality of each row: the negated anomaly score (with ``neighbors=0``: nats per example for ``iwae`` /
@@ -547,6 +538,72 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         """+1 for inliers and -1 for outliers (``decision_function(X) < 0``). (n_samples,) int."""
         decision = self.decision_function(X)
         return np.where(decision < 0, -1, 1)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted detector to the directory ``path`` (replaced atomically if it exists): a model
+        directory that :meth:`load` reads back and that ``vaekit score`` scores as this detector does (the files:
+        :mod:`vaekit.apps.neighbors`). Nothing is pickled. Returns the directory."""
+        check_is_fitted(self)
+        names = getattr(self, "feature_names_in_", None)
+        saved = SavedDetector(
+            method=self.method, k=int(self.k), relative=bool(self.relative), neighbors=int(self.neighbors),
+            offset=float(self.offset_), n_features=int(self.n_features_in_),
+            feature_names=None if names is None else [str(name) for name in names],
+        )
+        if self.neighbors:
+            saved.codes, saved.counts = self.codes_, self.code_counts_
+            saved.center, saved.scale = self.score_center_, self.score_scale_
+        params = {name: _json_ready(value) for name, value in self.get_params().items()
+                  if name != "random_state" or value is None or _is_int(value, 0)}  # not a RandomState
+        # the network as trained, in float32 (model_ is a float64 copy of it, so nothing is lost)
+        network = copy.deepcopy(self.model_).float()
+        if names is not None and network.preprocessing is not None:  # tables given to `vaekit score` are then
+            columns = tuple(str(name) for name in names)  # read by column name, in any order
+            network.preprocessing = dataclasses.replace(network.preprocessing, columns=columns)
+        extra = {DETECTOR_KEY: {**saved.settings(), "params": params}, "history": self.history_}
+        with atomic_dir(path) as tmp:
+            write_model(network, tmp, extra)
+            saved.write(tmp)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> AnomalyDetector:
+        """A fitted detector read from the directory that :meth:`save` wrote (or a run directory holding it).
+
+        Raises
+        ------
+        ModelFileError
+            No model there, a model that is not a saved detector, or files missing, corrupted or inconsistent.
+        """
+        from vaekit.models import load
+        from vaekit.models.serialization import find_model_dir
+
+        model_dir = find_model_dir(path)
+        model = load(model_dir)
+        saved = SavedDetector.read(model_dir, model.metadata)
+        if saved is None:
+            raise ModelFileError(
+                f"{str(model_dir)!r} holds a model but no AnomalyDetector (metadata.json has no {DETECTOR_KEY!r}); "
+                "load it with vaekit.load, or save a fitted detector with AnomalyDetector.save"
+            )
+        if saved.n_features != model.num_dims or (saved.neighbors and saved.codes.shape[1] != model.latent_dim):
+            raise ModelFileError(f"the detector saved in {str(model_dir)!r} does not fit its model; save it again")
+        known = cls().get_params()
+        params = model.metadata[DETECTOR_KEY].get("params", {})
+        params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if k in known}
+        detector = cls(**params)
+        device = "cuda" if detector.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+        detector.model_ = model.double().to(device).eval()
+        detector.offset_, detector.n_features_in_ = saved.offset, saved.n_features
+        if saved.feature_names is not None:
+            detector.feature_names_in_ = np.asarray(saved.feature_names, dtype=object)
+        if saved.neighbors:
+            detector.codes_, detector.code_counts_ = saved.codes, saved.counts
+            detector.score_center_, detector.score_scale_ = saved.center, saved.scale
+            detector.neighbors_index_ = neighbor_index(saved.codes)
+        detector.history_ = list(model.metadata.get("history", []))
+        detector.n_iter_ = len(detector.history_)
+        return detector
 
 
 class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _VAEEstimator):
@@ -692,6 +749,17 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _VAEEsti
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+def _json_ready(value: Any) -> Any:
+    """A constructor argument as JSON holds it: tuples as lists, numpy numbers as Python ones."""
+    if isinstance(value, (tuple, list)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def _is_int(value: Any, lower: int) -> bool:

@@ -47,6 +47,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from vaekit.apps.neighbors import DETECTOR_KEY, SavedDetector, finite_scores, posterior_means
 from vaekit.apps.streaming import set_chunks, stream_scores, table_chunks, write_csv_in_chunks
 from vaekit.apps.writers import check_output
 from vaekit.config import Config
@@ -58,6 +59,7 @@ from vaekit.models.bounds import bits_per_dim, kl_per_dimension, repeat_batch
 from vaekit.models.inputs import model_data
 from vaekit.models.likelihoods import Likelihood
 from vaekit.models.posteriors import Posterior
+from vaekit.models.serialization import find_model_dir
 from vaekit.plots import pyplot, save_figure
 from vaekit.registry import Registry
 
@@ -299,7 +301,9 @@ class ScoreResult:
     threshold_rule
         How the threshold was chosen, e.g. ``"fpr=0.05 on 150 held-out normal examples (validation split)"``.
     method, k, unit, relative, source
-        What was scored and how.
+        What was scored and how (``unit`` ``z`` for a saved detector's sum of z-scores).
+    description
+        What a saved detector's score is (``None`` for the scores of :data:`SCORES`).
     """
 
     scores: np.ndarray
@@ -312,6 +316,7 @@ class ScoreResult:
     unit: str
     source: str
     relative: bool = False
+    description: str | None = None  # what the score is, when not one of SCORE_LABELS (a saved detector's)
 
     @property
     def num_flagged(self) -> int:
@@ -321,6 +326,8 @@ class ScoreResult:
     @property
     def score_name(self) -> str:
         """What the score is, with its unit, for tables and axis labels."""
+        if self.description is not None:
+            return self.description if self.unit == "z" else f"{self.description}, nats per example"
         unit = "squared error" if self.method == "recon" else (
             "bits/dim" if self.unit == "bits" else "nats per example"
         )
@@ -408,12 +415,58 @@ def _validation_split(model: LatentVariableModel, data_dir: str | None, seed: in
     return x, f"{len(x)} held-out normal examples (the validation split of {source})"
 
 
+def _check_rules(threshold: float | None, fpr: float | None, contamination: float | None, calibrate: str | None,
+                 out: str | Path | None, histogram: str | Path | None) -> None:
+    """:func:`score`'s threshold rules and output paths, checked before any work (ConfigError, OutputError)."""
+    rules = {"threshold": threshold, "fpr": fpr, "contamination": contamination}
+    given = [name for name, value in rules.items() if value is not None]
+    if len(given) > 1:
+        raise ConfigError(f"give one of threshold, fpr, contamination, not {' and '.join(given)}")
+    if threshold is not None and not math.isfinite(threshold):
+        raise ConfigError(f"threshold={threshold!r} is outside its range (a finite score); give a number")
+    if fpr is not None:
+        check_rate(fpr, "fpr")
+    if contamination is not None:
+        check_rate(contamination, "contamination", 0.5, include_upper=True)
+    if calibrate is not None and fpr is None:
+        raise ConfigError("calibrate= (--calibrate) sets the data for fpr=; give fpr= too (e.g. fpr=0.05)")
+    if out is not None and Path(out).suffix.lower() not in OUTPUT_FORMATS:
+        raise OutputError(f"cannot write scores to {str(out)!r}; use a file ending in {', '.join(OUTPUT_FORMATS)}")
+    if histogram is not None:
+        check_output(None, histogram)
+
+
+def _with_detector(model: LatentVariableModel | str | Path, method: str | None, k: int | None, unit: str,
+                   relative: bool, detector: bool) -> tuple[LatentVariableModel, SavedDetector | None]:
+    """The model to score and, when ``model`` is the directory of a saved AnomalyDetector (and ``detector``), that
+    detector, with the network in float64 as the detector scores. A model object saved as a detector is refused
+    (its neighbours are in its directory), and so is a setting of the likelihood score given for a detector."""
+    if isinstance(model, LatentVariableModel):
+        if detector and DETECTOR_KEY in getattr(model, "metadata", {}):
+            raise ConfigError("this model was saved as an AnomalyDetector: pass its directory to score it as the "
+                              "detector (or AnomalyDetector.load), or detector=False for the likelihood alone")
+        return model, None
+    loaded = as_model(model)
+    saved = SavedDetector.read(find_model_dir(model), loaded.metadata) if detector else None
+    if saved is None:
+        return loaded, None
+    given = [name for name, value in (("--method", method), ("--k", k)) if value is not None]
+    given += ["--relative"] * relative + ["--unit bits"] * (unit == "bits")
+    if given:
+        raise ConfigError(
+            f"{str(model)!r} is a saved AnomalyDetector, which scores with its own settings ({saved.method}, "
+            f"k={saved.k}); drop {', '.join(given)}, or add --likelihood-only (detector=False) to score its "
+            "network's likelihood alone"
+        )
+    return loaded.double(), saved
+
+
 def score(
     model: LatentVariableModel | str | Path,
     data: str | None = None,
     *,
-    method: str = "iwae",
-    k: int = 100,
+    method: str | None = None,
+    k: int | None = None,
     unit: str = "nats",
     data_dir: str | None = None,
     out: str | Path | None = None,
@@ -426,17 +479,24 @@ def score(
     seed: int = 0,
     relative: bool = False,
     progress: bool = False,
+    detector: bool = True,
 ) -> ScoreResult:
     """Score every example of a dataset (higher = more anomalous) and, with a threshold, decide 0/1.
 
     Parameters
     ----------
     model
-        A model, or the path of a model or run directory.
+        A model, or the path of a model or run directory. The directory of a saved
+        :class:`~vaekit.apps.estimators.AnomalyDetector` is scored as that detector scores (its likelihood score
+        and latent-neighbour distance as robust z-scores, summed: :mod:`vaekit.apps.neighbors`), with its own
+        ``method``, ``k`` and ``relative``, in float64.
     data
         A built-in dataset (its test split) or a path; default the model's own source.
     method, k, unit, batch_size, seed, relative, progress
-        As :func:`anomaly_scores` (with a threshold from ``fpr``, the calibration data is scored too).
+        As :func:`anomaly_scores` (with a threshold from ``fpr``, the calibration data is scored too); ``method``
+        and ``k`` default to ``iwae`` and 100.
+    detector
+        ``False``: score a saved detector's network by its likelihood alone, like any model.
     data_dir
         Folder of the IDX files of ``mnist`` / ``fashion-mnist``.
     out
@@ -464,32 +524,23 @@ def score(
     ------
     ConfigError
         More than one of ``threshold``, ``fpr``, ``contamination``; a rate outside its range; a non-finite
-        threshold; ``calibrate`` without ``fpr``.
+        threshold; ``calibrate`` without ``fpr``; ``method``, ``k``, ``relative`` or bits for a saved detector.
     DataError
         Data of other shapes than the model was trained on, or holding NaN or infinite values.
     OutputError
         ``out`` not ending in ``.csv`` / ``.npy``, ``histogram`` not ending in ``.png``, or unwritable paths.
     """
-    rules = {"threshold": threshold, "fpr": fpr, "contamination": contamination}
-    given = [name for name, value in rules.items() if value is not None]
-    if len(given) > 1:
-        raise ConfigError(f"give one of threshold, fpr, contamination, not {' and '.join(given)}")
-    if threshold is not None and not math.isfinite(threshold):
-        raise ConfigError(f"threshold={threshold!r} is outside its range (a finite score); give a number")
-    if fpr is not None:
-        check_rate(fpr, "fpr")
-    if contamination is not None:
-        check_rate(contamination, "contamination", 0.5, include_upper=True)
-    if calibrate is not None and fpr is None:
-        raise ConfigError("calibrate= (--calibrate) sets the data for fpr=; give fpr= too (e.g. fpr=0.05)")
-    if out is not None and Path(out).suffix.lower() not in OUTPUT_FORMATS:
-        raise OutputError(f"cannot write scores to {str(out)!r}; use a file ending in {', '.join(OUTPUT_FORMATS)}")
-    if histogram is not None:
-        check_output(None, histogram)
-    model = as_model(model)
+    _check_rules(threshold, fpr, contamination, calibrate, out, histogram)
+    model, saved = _with_detector(model, method, k, unit, relative, detector)
+    method, k = (saved.method, saved.k) if saved is not None else (method or "iwae", 100 if k is None else k)
 
     def scores_of(x: torch.Tensor, y: torch.Tensor | None, show: bool = progress) -> np.ndarray:
         y = y if model.num_classes else None  # only a conditional model reads labels
+        if saved is not None:
+            x = x.double()
+            scores = anomaly_scores(model, x, method, k=k, batch_size=batch_size, seed=seed,
+                                    relative=saved.relative, progress=show)
+            return saved.anomaly_scores(finite_scores(scores), posterior_means(model, x))
         scores = anomaly_scores(
             model, x, method, k=k, unit=unit, y=y, batch_size=batch_size, seed=seed, relative=relative,
             progress=show,
@@ -501,6 +552,9 @@ def score(
         rule = f"threshold={threshold:g} (given)"
     elif fpr is not None:
         if calibrate is None:
+            if saved is not None:
+                raise ConfigError("a saved AnomalyDetector keeps no validation split; pass held-out normal rows "
+                                  "with --calibrate (calibrate=), or use --threshold or --contamination")
             if model.num_classes:
                 raise ConfigError("a conditional model needs labelled calibration data; pass --calibrate")
             x_cal, what = _validation_split(model, data_dir, seed)
@@ -536,9 +590,10 @@ def score(
         threshold_rule=rule,
         method=method,
         k=k,
-        unit=unit,
+        unit=unit if saved is None or not saved.neighbors else "z",
         source=source,
-        relative=relative,
+        relative=relative if saved is None else saved.relative,
+        description=None if saved is None else saved.describe(),
     )
     if out is not None and stream_out is None:
         if chunks is not None and Path(out).suffix.lower() == ".csv":

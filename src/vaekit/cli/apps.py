@@ -15,7 +15,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         args.model, args.data, method=args.method, k=args.k, unit=args.unit, data_dir=args.data_dir,
         out=args.out, threshold=args.threshold, fpr=args.fpr, contamination=args.contamination,
         calibrate=args.calibrate, histogram=args.histogram, seed=args.seed, relative=args.relative,
-        progress=not args.quiet,
+        progress=not args.quiet, detector=not args.likelihood_only,
     )
     print(f"scored {len(result.scores)} examples of {result.source}: {result.score_name}")
     if result.threshold is not None:
@@ -60,16 +60,20 @@ def register(commands: Commands) -> None:
 def _register_score(commands: Commands) -> None:
     p = commands.model_command(
         "score",
-        "Anomaly score per example (higher = more anomalous), optionally a threshold and 0/1 decisions.",
+        "Anomaly score per example (higher = more anomalous), optionally a threshold and 0/1 decisions. A "
+        "directory saved by AnomalyDetector.save is scored as that detector scores.",
         _cmd_score,
         "vaekit score runs/digits-20240101-120000 --out scores.csv",
         "vaekit score runs/mnist/best --data mnist --fpr 0.05 --out scores.csv --histogram scores.png",
         "vaekit score runs/tab/best --data new.csv --method recon --contamination 0.02 --out flags.npy",
+        "vaekit score fraud-detector --data day2.parquet --threshold 3 --out flags.csv",
     )
     add_data_args(p)
-    p.add_argument("--method", default="iwae", metavar="NAME",
-                   help="iwae: importance-weighted NLL (default); elbo: -ELBO; recon: squared error")
-    p.add_argument("--k", type=int, default=100, help="posterior samples of iwae / elbo (default 100)")
+    p.add_argument("--method", metavar="NAME",
+                   help="iwae: importance-weighted NLL (default); elbo: -ELBO; recon: squared error (a saved "
+                        "AnomalyDetector uses its own)")
+    p.add_argument("--k", type=int, help="posterior samples of iwae / elbo (default 100; a saved AnomalyDetector "
+                                         "uses its own)")
     p.add_argument("--unit", choices=("nats", "bits"), default="nats",
                    help="nats per example (default) or bits per dimension (likelihood scores)")
     p.add_argument("--relative", action="store_true",
@@ -86,8 +90,10 @@ def _register_score(commands: Commands) -> None:
     p.add_argument("--out", metavar="FILE", help="FILE.csv or FILE.npy: index, label, score, decision")
     p.add_argument("--histogram", metavar="FILE.png", help="histogram of the scores, normal vs flagged")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the posterior samples (default 0)")
+    p.add_argument("--likelihood-only", action="store_true",
+                   help="a saved AnomalyDetector: score its network's likelihood alone (--method, --k), not the "
+                        "detector's sum of z-scores")
     p.add_argument("--quiet", action="store_true", help="no progress bar or log lines")
-
 
 
 def _register_latents(commands: Commands) -> None:

@@ -58,17 +58,23 @@ def save_model(model: LatentVariableModel, path: str | Path, extra: dict[str, An
     extra
         More JSON-ready metadata (training config, metrics).
     """
+    with atomic_dir(path) as tmp:
+        write_model(model, tmp, extra)
+    return Path(path)
+
+
+def write_model(model: LatentVariableModel, directory: Path, extra: dict[str, Any] | None = None) -> None:
+    """The files of :func:`save_model`, written into the existing directory ``directory`` (a temporary one from
+    :func:`vaekit.files.atomic_dir`, when more files go beside them before the directory is committed)."""
     config = {**Config(model=model.config).to_dict()["model"], "data_shape": list(model.data_shape)}
     config["family"] = model.family  # a model's config names its family; a bare LatentVariableModel's may not
     written = (FORMAT_VERSION, __version__, list(model.data_shape),
                model.preprocessing.to_dict() if model.preprocessing is not None else None)
     metadata: dict[str, Any] = {**dict(zip(WRITTEN_METADATA, written, strict=True)), **(extra or {})}
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    with atomic_dir(path) as tmp:
-        (tmp / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-        save_tensors(state, tmp / WEIGHTS_NAME)
-        (tmp / METADATA_NAME).write_text(json.dumps(metadata, indent=2) + "\n")
-    return Path(path)
+    (directory / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
+    save_tensors(state, directory / WEIGHTS_NAME)
+    (directory / METADATA_NAME).write_text(json.dumps(metadata, indent=2) + "\n")
 
 
 def find_model_dir(path: str | Path) -> Path:

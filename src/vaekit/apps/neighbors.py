@@ -1,0 +1,184 @@
+"""A fitted :class:`~vaekit.apps.estimators.AnomalyDetector` beyond its network: the latent-neighbour term of its
+score, and the detector in its model directory, which ``AnomalyDetector.load`` and ``vaekit score`` read.
+
+The detector scores a row by two terms, each a robust z-score over the training rows (centred on their median,
+scaled by their interquartile range): the model's likelihood score (``method``, ``k``, ``relative``) and the
+distance from the row's code (posterior mean) to the codes of its ``neighbors`` nearest training rows. Their sum is
+the anomaly score (higher = more anomalous; ``score_samples`` is minus it). With ``neighbors=0`` the score is the
+likelihood score alone, in nats. On disk::
+
+    detector/                 a model directory (vaekit.models.save_model), scored by `vaekit score` as the detector
+    ├── config.json           the network, as for any model
+    ├── model.safetensors     its weights (float32, as trained: the estimator scores with a float64 copy)
+    ├── metadata.json         ... and "detector": method, k, relative, neighbors, offset, n_features, feature names
+    └── detector.safetensors  with neighbors > 0: codes (n, L) float64, counts (n,) int64 (training rows per
+                              code), center and scale (2,) float64 (the two terms' median and spread)
+
+Nothing is pickled: the neighbour index is rebuilt from the codes when the detector is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vaekit.errors import ModelFileError
+from vaekit.files import save_tensors
+from vaekit.models import LatentVariableModel
+
+DETECTOR_NAME = "detector.safetensors"
+DETECTOR_KEY = "detector"  # its settings in the model's metadata.json
+SAME_CODE = 1e-9  # codes closer than this are one code: a row's code moves by ~1e-16 with the batch it is encoded in
+ENCODE_BATCH = 1024
+_ARRAYS = {"codes": (np.float64, 2), "counts": (np.int64, 1), "center": (np.float64, 1), "scale": (np.float64, 1)}
+
+
+def posterior_means(model: LatentVariableModel, x: torch.Tensor) -> np.ndarray:
+    """Codes of prepared examples ``x`` (n, *data_shape), in the model's precision: (n, latent_dim) float64,
+    encoded ``ENCODE_BATCH`` rows at a time."""
+    with torch.no_grad():
+        means = [model.encode(x[i : i + ENCODE_BATCH].to(model.device)).mean.cpu()
+                 for i in range(0, len(x), ENCODE_BATCH)]
+    return torch.cat(means).double().numpy() if means else np.zeros((0, model.latent_dim))
+
+
+def neighbor_index(codes: np.ndarray) -> Any:
+    """A k-d tree over the distinct training codes (any latent size: on 16-dimensional codes, ADBench ALOI's 24,013
+    training and 25,521 test rows, it searched 3x faster than brute force, and 9x on six times as many)."""
+    from sklearn.neighbors import NearestNeighbors
+
+    return NearestNeighbors(algorithm="kd_tree").fit(codes)
+
+
+def code_distances(codes: np.ndarray, reference: np.ndarray, counts: np.ndarray, index: Any,
+                   neighbors: int) -> np.ndarray:
+    """Mean distance from each row's code (``codes``: (n, L)) to the codes of its ``neighbors`` nearest training
+    rows among ``reference`` (the distinct training codes, ``counts`` rows behind each; ``index`` from
+    :func:`neighbor_index`), its own row left out: a row whose code is a training code (closer than ``SAME_CODE``) is
+    taken to be that row, so one copy of that code is not its neighbour and any other copy is (at distance 0).
+    Training rows are thus scored leave-one-out, and a new row exactly like a training row scores as that row does."""
+    _, nearest = index.kneighbors(codes, n_neighbors=min(neighbors + 1, len(reference)))
+    # exact distances, whatever the search: a brute-force one's |a|^2 - 2ab + |b|^2 put a code ~1e-7 from itself
+    distances = np.linalg.norm(codes[:, None, :] - reference[nearest], axis=-1)
+    order = np.argsort(distances, axis=1, kind="stable")
+    distances, nearest = np.take_along_axis(distances, order, axis=1), np.take_along_axis(nearest, order, axis=1)
+    rows = counts[nearest].astype(np.int64)  # (n, m): rows behind each of the m nearest codes
+    rows[:, 0] -= distances[:, 0] <= SAME_CODE  # the row's own copy
+    # the j-th nearest row (j = 1..neighbors) lies at the first code whose running count reaches j
+    reach = np.cumsum(rows, axis=1)
+    position = (reach[:, None, :] < np.arange(1, neighbors + 1)[None, :, None]).sum(axis=2)
+    return np.take_along_axis(distances, position, axis=1).mean(axis=1)
+
+
+def finite_scores(scores: torch.Tensor) -> np.ndarray:
+    """Likelihood scores as float64; a row so far out that the network overflows (inf or NaN) is as anomalous as a
+    score can say (the largest float)."""
+    return np.nan_to_num(scores.double().numpy(), nan=np.inf).clip(max=np.finfo(np.float64).max)
+
+
+def z_score_sum(terms: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The anomaly score from the (2, n) likelihood scores and latent distances: their robust z-scores' sum."""
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowed likelihood score stays the largest
+        scores = ((terms - center[:, None]) / scale[:, None]).sum(axis=0)
+    return np.nan_to_num(scores, nan=np.inf)
+
+
+@dataclass
+class SavedDetector:
+    """What scores rows as a fitted AnomalyDetector does, apart from the network (see the module docstring)."""
+
+    method: str
+    k: int
+    relative: bool
+    neighbors: int
+    offset: float
+    n_features: int
+    feature_names: list[str] | None = None
+    codes: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))  # the arrays: empty with neighbors=0
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    center: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    scale: np.ndarray = field(default_factory=lambda: np.ones(2))
+    _index: Any = field(default=None, repr=False)
+
+    def settings(self) -> dict[str, Any]:
+        """The JSON-ready settings stored under ``"detector"`` in the model's metadata."""
+        return {"method": self.method, "k": self.k, "relative": self.relative, "neighbors": self.neighbors,
+                "offset": self.offset, "n_features": self.n_features, "feature_names": self.feature_names}
+
+    def write(self, directory: Path) -> None:
+        """Write ``detector.safetensors`` (with neighbours) into ``directory``, beside the model's own files."""
+        if self.neighbors:
+            save_tensors({name: torch.from_numpy(np.ascontiguousarray(getattr(self, name), dtype))
+                          for name, (dtype, _) in _ARRAYS.items()}, directory / DETECTOR_NAME)
+
+    @classmethod
+    def read(cls, model_dir: Path, metadata: dict[str, Any]) -> SavedDetector | None:
+        """The detector saved in ``model_dir`` (whose ``metadata.json`` is ``metadata``), or ``None`` for a plain
+        model. ModelFileError when its settings or its arrays are missing, corrupted or do not fit together."""
+        settings = metadata.get(DETECTOR_KEY)
+        if settings is None:
+            return None
+        where = f"the detector saved in {str(model_dir)!r}"
+        try:
+            detector = cls(**{name: settings[name] for name in ("method", "k", "relative", "neighbors", "offset",
+                                                                "n_features", "feature_names")})
+            valid = (isinstance(detector.method, str) and isinstance(detector.k, int) and detector.k >= 1
+                     and isinstance(detector.neighbors, int) and detector.neighbors >= 0
+                     and isinstance(detector.offset, (int, float)) and not isinstance(detector.offset, bool))
+        except (KeyError, TypeError):
+            valid = False
+        if not valid:
+            raise ModelFileError(f"{where} has invalid settings in metadata.json; save the detector again")
+        if detector.neighbors:
+            detector._read_arrays(model_dir / DETECTOR_NAME, where)
+        return detector
+
+    def _read_arrays(self, path: Path, where: str) -> None:
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
+        try:
+            arrays = load_file(str(path))
+        except FileNotFoundError:
+            raise ModelFileError(f"{where} misses {DETECTOR_NAME}; save the detector again") from None
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ModelFileError(f"{where}: {DETECTOR_NAME} is truncated or corrupted ({exc}); save it again") from None
+        shapes_ok = set(arrays) == set(_ARRAYS) and all(
+            arrays[name].ndim == ndim and arrays[name].dtype == dtype for name, (dtype, ndim) in _ARRAYS.items()
+        )
+        if not shapes_ok or not (len(arrays["codes"]) == len(arrays["counts"]) > 0
+                                 and arrays["center"].shape == arrays["scale"].shape == (2,)):
+            raise ModelFileError(f"{where}: {DETECTOR_NAME} does not hold the arrays it should; save it again")
+        for name in _ARRAYS:
+            setattr(self, name, arrays[name])
+
+    def anomaly_scores(self, likelihood: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        """The detector's score (higher = more anomalous) of rows with likelihood scores ``likelihood`` (n,) (from
+        :func:`finite_scores`) and codes ``codes`` (n, L): the z-score sum, or the likelihood alone (neighbors=0)."""
+        if not self.neighbors:
+            return likelihood
+        if codes.shape[1] != self.codes.shape[1]:
+            raise ModelFileError(
+                f"the detector's codes have {self.codes.shape[1]} dimensions and the model's {codes.shape[1]}; the "
+                "directory mixes two detectors: save it again"
+            )
+        if self._index is None:
+            self._index = neighbor_index(self.codes)
+        distances = code_distances(codes, self.codes, self.counts, self._index, self.neighbors)
+        return z_score_sum(np.stack([likelihood, distances]), self.center, self.scale)
+
+    def describe(self) -> str:
+        """What the score is, for logs and tables."""
+        what = {"iwae": f"importance-weighted NLL (k={self.k})", "elbo": f"-ELBO (k={self.k})",
+                "recon": "reconstruction squared error"}.get(self.method, self.method)
+        if self.relative:
+            what += " relative to the saturated model"
+        if not self.neighbors:
+            return f"AnomalyDetector score: {what}"
+        near = "nearest training code" if self.neighbors == 1 else f"{self.neighbors} nearest training codes"
+        return f"AnomalyDetector score: robust z-scores of the {what} and of the distance to the {near}, summed"
+
