@@ -164,11 +164,22 @@ def test_broken_detector_files_are_one_line_errors(saved: tuple[AnomalyDetector,
     (broken / DETECTOR_NAME).unlink()
     with pytest.raises(ModelFileError, match=r"misses detector\.safetensors"):
         AnomalyDetector.load(broken)
-    metadata = json.loads((path / "metadata.json").read_text())
-    metadata["detector"]["k"] = "ten"
     shutil.copy(path / DETECTOR_NAME, broken / DETECTOR_NAME)
-    (broken / "metadata.json").write_text(json.dumps(metadata))
-    with pytest.raises(ModelFileError, match="invalid settings"):
+    for key, value in (("k", "ten"), ("neighbors", True), ("feature_names", "amount"), ("n_features", 0)):
+        metadata = json.loads((path / "metadata.json").read_text())
+        metadata["detector"][key] = value
+        (broken / "metadata.json").write_text(json.dumps(metadata))
+        with pytest.raises(ModelFileError, match="invalid settings"):
+            AnomalyDetector.load(broken)
+    from safetensors.numpy import load_file, save_file
+
+    (broken / "metadata.json").write_text((path / "metadata.json").read_text())
+    arrays = load_file(str(path / DETECTOR_NAME))
+    save_file({**arrays, "codes": np.zeros((len(arrays["codes"]), 5))}, str(broken / DETECTOR_NAME))  # 5 latents, not 3
+    with pytest.raises(ModelFileError, match="does not fit its model"):
+        AnomalyDetector.load(broken)
+    save_file({**arrays, "center": np.zeros(3)}, str(broken / DETECTOR_NAME))
+    with pytest.raises(ModelFileError, match="does not hold the arrays it should"):
         AnomalyDetector.load(broken)
     del metadata["detector"]
     (broken / "metadata.json").write_text(json.dumps(metadata))

@@ -126,9 +126,12 @@ class SavedDetector:
         try:
             detector = cls(**{name: settings[name] for name in ("method", "k", "relative", "neighbors", "offset",
                                                                 "n_features", "feature_names")})
-            valid = (isinstance(detector.method, str) and isinstance(detector.k, int) and detector.k >= 1
-                     and isinstance(detector.neighbors, int) and detector.neighbors >= 0
-                     and isinstance(detector.offset, (int, float)) and not isinstance(detector.offset, bool))
+            names = detector.feature_names
+            valid = (isinstance(detector.method, str) and _count(detector.k, 1) and _count(detector.neighbors, 0)
+                     and isinstance(detector.relative, bool) and _count(detector.n_features, 1)
+                     and isinstance(detector.offset, (int, float)) and not isinstance(detector.offset, bool)
+                     and (names is None or (isinstance(names, list) and len(names) == detector.n_features
+                                            and all(isinstance(name, str) for name in names))))
         except (KeyError, TypeError):
             valid = False
         if not valid:
@@ -182,3 +185,7 @@ class SavedDetector:
         near = "nearest training code" if self.neighbors == 1 else f"{self.neighbors} nearest training codes"
         return f"AnomalyDetector score: robust z-scores of the {what} and of the distance to the {near}, summed"
 
+
+def _count(value: object, lower: int) -> bool:
+    """An int (not a bool) >= ``lower``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= lower
