@@ -117,7 +117,7 @@ def test_a_detector_without_neighbours_round_trips(tables: tuple[pd.DataFrame, p
                                   detector.score_samples(tables[1].to_numpy()))
     result = score(tmp_path / "plain", _npy(tmp_path, tables[1]))
     np.testing.assert_allclose(result.scores, -detector.score_samples(tables[1].to_numpy()), rtol=1e-9)
-    assert result.unit == "nats" and result.score_name.endswith("nats per example")
+    assert result.unit == "nats" and result.score_name == "importance-weighted NLL (k=4), nats per example"
 
 
 def _npy(folder: Path, table: pd.DataFrame) -> str:

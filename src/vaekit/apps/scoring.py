@@ -303,7 +303,7 @@ class ScoreResult:
     method, k, unit, relative, source
         What was scored and how (``unit`` ``z`` for a saved detector's sum of z-scores).
     description
-        What a saved detector's score is (``None`` for the scores of :data:`SCORES`).
+        What a saved detector's sum of z-scores is (``None`` for the scores of :data:`SCORES`).
     """
 
     scores: np.ndarray
@@ -327,7 +327,7 @@ class ScoreResult:
     def score_name(self) -> str:
         """What the score is, with its unit, for tables and axis labels."""
         if self.description is not None:
-            return self.description if self.unit == "z" else f"{self.description}, nats per example"
+            return self.description
         unit = "squared error" if self.method == "recon" else (
             "bits/dim" if self.unit == "bits" else "nats per example"
         )
@@ -593,7 +593,7 @@ def score(
         unit=unit if saved is None or not saved.neighbors else "z",
         source=source,
         relative=relative if saved is None else saved.relative,
-        description=None if saved is None else saved.describe(),
+        description=saved.describe() if saved is not None and saved.neighbors else None,
     )
     if out is not None and stream_out is None:
         if chunks is not None and Path(out).suffix.lower() == ".csv":
