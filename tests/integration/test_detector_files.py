@@ -203,3 +203,26 @@ def test_saving_is_atomic_and_refuses_an_unfitted_detector(saved: tuple[AnomalyD
     (tmp_path / "file").write_text("")
     with pytest.raises(OutputError):
         detector.save(tmp_path / "file" / "below")
+
+
+def test_serve_gives_the_detector_score_on_request(saved: tuple[AnomalyDetector, Path],
+                                                   tables: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    from fastapi.testclient import TestClient
+
+    from vaekit.serving.http import create_app
+
+    detector, path = saved
+    new = tables[1].to_numpy()
+    with TestClient(create_app(path)) as client:
+        card = client.get("/v1/model").json()
+        assert card["score_methods"][-1] == "detector" and card["detector"]["neighbors"] == 2
+        body = client.post("/v1/score", json={"x": new.tolist(), "raw": True, "method": "detector"}).json()
+        assert body["method"] == "detector" and body["k"] == 4 and body["unit"] == "z"
+        np.testing.assert_allclose(body["scores"], -detector.score_samples(tables[1]), rtol=1e-6, atol=1e-6)
+        plain = client.post("/v1/score", json={"x": new.tolist(), "raw": True, "k": 4}).json()
+        assert plain["unit"] == "nats" and not np.allclose(plain["scores"], body["scores"])  # the network's IWAE
+        refused = client.post("/v1/score", json={"x": new.tolist(), "raw": True, "method": "detector",
+                                                  "unit": "bits"})
+        assert refused.status_code == 422 and "leave unit out" in refused.text
+    with TestClient(create_app(load(path))) as client:  # a model object: the network alone
+        assert "detector" not in client.get("/v1/model").json()["score_methods"]

@@ -159,6 +159,12 @@ class SavedDetector:
         for name in _ARRAYS:
             setattr(self, name, arrays[name])
 
+    def prepare(self) -> SavedDetector:
+        """Build the neighbour index now (otherwise on the first call of :meth:`anomaly_scores`)."""
+        if self.neighbors and self._index is None:
+            self._index = neighbor_index(self.codes)
+        return self
+
     def anomaly_scores(self, likelihood: np.ndarray, codes: np.ndarray) -> np.ndarray:
         """The detector's score (higher = more anomalous) of rows with likelihood scores ``likelihood`` (n,) (from
         :func:`finite_scores`) and codes ``codes`` (n, L): the z-score sum, or the likelihood alone (neighbors=0)."""
@@ -169,9 +175,7 @@ class SavedDetector:
                 f"the detector's codes have {self.codes.shape[1]} dimensions and the model's {codes.shape[1]}; the "
                 "directory mixes two detectors: save it again"
             )
-        if self._index is None:
-            self._index = neighbor_index(self.codes)
-        distances = code_distances(codes, self.codes, self.counts, self._index, self.neighbors)
+        distances = code_distances(codes, self.codes, self.counts, self.prepare()._index, self.neighbors)
         return z_score_sum(np.stack([likelihood, distances]), self.center, self.scale)
 
     def describe(self) -> str:

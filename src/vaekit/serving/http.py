@@ -9,6 +9,7 @@
     POST /v1/reconstruct   x               -> x (B, *shape)              model.reconstruct(x)
     POST /v1/sample        n, temperature  -> x (n, *shape), seed        vaekit.sample.sample
     POST /v1/score         x, method, k    -> scores (B,)                vaekit.score.anomaly_scores
+                           (method detector: a saved AnomalyDetector's score, vaekit.apps.neighbors)
     POST /v1/interpolate   z_a, z_b, steps -> x (steps, *shape)          vaekit.interpolate.lerp / slerp
     POST /v1/recommend     items, k        -> items, scores, ignored     vaekit.apps.recommendation.top_items
     POST /v1/sound         x (audio models) -> wav: base64 WAV (B,)     AudioPreprocessing.to_waveforms
@@ -55,7 +56,7 @@ from typing import Annotated, Any, Literal
 
 from vaekit._version import __version__
 from vaekit.apps.interpolation import INTERPOLATIONS
-from vaekit.apps.scoring import SCORES, UNITS
+from vaekit.apps.scoring import UNITS
 from vaekit.errors import ConfigError
 from vaekit.models import LatentVariableModel
 from vaekit.serving.recommendations import add_recommend_route
@@ -293,7 +294,8 @@ def _schemas(service: Service, limits: Limits) -> SimpleNamespace:
 
     class ScoreRequest(Examples):
         method: str = Field(
-            "iwae", description=f"one of {', '.join(SCORES.names())}", json_schema_extra=_enum(SCORES.names())
+            "iwae", description=f"one of {', '.join(service.score_methods)}",
+            json_schema_extra=_enum(service.score_methods),
         )
         k: int = Field(100, ge=1, le=limits.max_k, description="importance / posterior samples per example")
         unit: str = Field(
@@ -497,9 +499,9 @@ def _add_generative_routes(app: Any, service: Service, schemas: SimpleNamespace)
         def work() -> Any:
             x = service.batch(body.x, body.x_npy, "x", body.raw)
             scores = service.score(x, service.labels(body.y, len(x)), body.method, body.k, body.unit)
-            return schemas.ScoreResponse(
-                scores=array_out(scores, body.output), method=body.method, k=body.k, unit=body.unit
-            )
+            detector = service.detector if body.method == "detector" else None  # its own k; a sum of z-scores
+            k, unit = (body.k, body.unit) if detector is None else (detector.k, "z" if detector.neighbors else "nats")
+            return schemas.ScoreResponse(scores=array_out(scores, body.output), method=body.method, k=k, unit=unit)
 
         return await _run(_rows(body.x) * body.k, work)
 

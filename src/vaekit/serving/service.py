@@ -9,6 +9,7 @@ form. A bad value raises :class:`RequestError` naming the request field, which t
 from __future__ import annotations
 
 import base64
+import copy
 import io
 import logging
 import math
@@ -26,6 +27,7 @@ import torch
 
 from vaekit._version import __version__
 from vaekit.apps.interpolation import INTERPOLATIONS, interpolate_latents
+from vaekit.apps.neighbors import SavedDetector, finite_scores, posterior_means
 from vaekit.apps.sampling import sample
 from vaekit.apps.scoring import SCORES, UNITS, anomaly_scores
 from vaekit.config import Config
@@ -34,6 +36,7 @@ from vaekit.extras import install_hint
 from vaekit.files import npy_bytes
 from vaekit.models import LatentVariableModel, as_model
 from vaekit.models.inputs import decode_labels
+from vaekit.models.serialization import find_model_dir
 
 logger = logging.getLogger(__name__)
 
@@ -236,6 +239,14 @@ class Service:
         if threads is not None and threads < 1:
             raise ConfigError(f"threads must be at least 1, got {threads}")
         self.model = as_model(model).eval()
+        # the directory of a saved AnomalyDetector: /v1/score also gives its score (method "detector"), from a
+        # float64 copy of the network as the detector scores
+        self.detector = None if isinstance(model, LatentVariableModel) else SavedDetector.read(
+            find_model_dir(model), getattr(self.model, "metadata", {}))
+        self.detector_model = None if self.detector is None else copy.deepcopy(self.model).double()
+        if self.detector is not None:
+            self.detector.prepare()  # its neighbour index, built once before requests share it
+        self.score_methods = [*SCORES.names(), *(["detector"] if self.detector is not None else [])]
         self.limits = limits
         self.threads = threads
         self.image = self.model.modality() == "image"
@@ -321,15 +332,32 @@ class Service:
             return sample(self.model, n, temperature=temperature, seed=seed, label=label, draw=draw)
 
     def score(self, x: torch.Tensor, y: torch.Tensor | None, method: str, k: int, unit: str) -> np.ndarray:
-        for field, value, valid in (("method", method, SCORES.names()), ("unit", unit, UNITS)):
+        for field, value, valid in (("method", method, self.score_methods), ("unit", unit, UNITS)):
             if value not in valid:
                 raise RequestError(field, f"unknown {field} {value!r}; choose one of: {', '.join(valid)}")
+        if method == "detector":
+            return self._detector_scores(x, unit)
         if len(x) * k > self.limits.max_score_samples:
             raise RequestError(
                 "k", f"{len(x)} examples x k={k} exceeds {self.limits.max_score_samples} samples; lower k or B"
             )
         with torch.inference_mode(), _field("body"):
             return anomaly_scores(self.model, x, method, k=k, unit=unit, y=y).float().cpu().numpy()
+
+    def _detector_scores(self, x: torch.Tensor, unit: str) -> np.ndarray:
+        """The saved detector's scores of ``x``, with its own method and k (the request's k is not used)."""
+        detector, model = self.detector, self.detector_model
+        if detector is None or model is None:  # not reached: "detector" is a method only when both are loaded
+            raise RequestError("method", "this model is not a saved AnomalyDetector; use iwae, elbo or recon")
+        if unit != "nats":
+            raise RequestError("unit", "the detector's score has no unit to choose (a sum of z-scores); leave unit out")
+        if len(x) * detector.k > self.limits.max_score_samples:
+            raise RequestError("x", f"{len(x)} examples x the detector's k={detector.k} exceeds "
+                                    f"{self.limits.max_score_samples} samples; send fewer examples")
+        with torch.inference_mode(), _field("body"):
+            x = x.to(model.device, torch.float64)
+            scores = anomaly_scores(model, x, detector.method, k=detector.k, relative=detector.relative)
+            return detector.anomaly_scores(finite_scores(scores), posterior_means(model, x))
 
     def interpolate(
         self, z_a: torch.Tensor, z_b: torch.Tensor, steps: int, method: str, label: int | None
@@ -375,7 +403,8 @@ class Service:
             "binarize": metadata.get("binarize"),
             "metrics": metadata.get("metrics"),
             "training_config": (training or {}).get("config"),
-            "score_methods": SCORES.names(),
+            "score_methods": self.score_methods,
+            "detector": None if self.detector is None else self.detector.settings(),
             "score_units": list(UNITS),
             "interpolation_methods": INTERPOLATIONS.names(),
             "limits": asdict(self.limits),
