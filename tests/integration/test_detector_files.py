@@ -143,6 +143,7 @@ def test_settings_of_the_likelihood_score_are_refused_for_a_detector(
         error = one_line_error(capsys, "score", str(path), "--data", data, *flags)
         assert "a saved AnomalyDetector" in error and flags[0] in error and "--likelihood-only" in error
     assert "--calibrate" in one_line_error(capsys, "score", str(path), "--data", data, "--fpr", "0.05")
+    assert "trained on arrays in memory" in one_line_error(capsys, "score", str(path), "--quiet")  # no --data
     with pytest.raises(ConfigError, match="pass its directory"):
         score(load(path), data)  # its neighbours are in the directory, not in the model object
 

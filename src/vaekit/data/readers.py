@@ -213,6 +213,18 @@ def supported() -> str:
     return ", ".join(READERS.get(name).description for name in READERS)
 
 
+IN_MEMORY = "array"  # the source recorded for data given as arrays (estimators, vaekit.data.from_arrays)
+
+
+def missing_source(source: str, why: str) -> str:
+    """The message for a data source that is not there; for a model trained on arrays in memory, which recorded
+    no file, it says to pass the data instead."""
+    if source == IN_MEMORY:
+        return ("this model was trained on arrays in memory (a vaekit.estimators estimator, or "
+                "vaekit.data.from_arrays) and has no data of its own: pass the data to use (--data FILE)")
+    return f"data source {source!r} not found: {why}"
+
+
 def read_path(source: str, options: ReadOptions | None = None) -> RawData:
     """Read a data file or folder with the reader that matches it.
 
@@ -223,10 +235,8 @@ def read_path(source: str, options: ReadOptions | None = None) -> RawData:
     """
     path = Path(source).expanduser()
     if not path.exists():
-        raise DataError(
-            f"data source {source!r} not found: not a built-in dataset and no such file or folder; "
-            f"supported: {supported()}"
-        )
+        raise DataError(missing_source(source, f"not a built-in dataset and no such file or folder; supported: "
+                                               f"{supported()}"))
     for name in READERS:
         reader = READERS.get(name)
         if reader.matches(path):

@@ -37,7 +37,7 @@ from vaekit.data import builtin
 from vaekit.data.arrays import FEW_EXAMPLES, RawData, array_source, as_labels
 from vaekit.data.examples import DataBundle, ExampleSet
 from vaekit.data.preprocessing import KINDS, Preprocessing
-from vaekit.data.readers import ReadOptions, read_path, supported
+from vaekit.data.readers import ReadOptions, missing_source, read_path, supported
 from vaekit.data.scaling import fit_scaling
 from vaekit.errors import ConfigError, DataError
 from vaekit.registry import Registry
@@ -103,10 +103,10 @@ class _FileSource:
     @staticmethod
     def _check_exists(source: str) -> None:
         if not Path(source).expanduser().exists():
-            raise DataError(
-                f"data source {source!r} not found: not a built-in dataset ({', '.join(DATASETS)}) and no such "
-                f"file or folder; supported files: {supported()}"
-            )
+            raise DataError(missing_source(
+                source, f"not a built-in dataset ({', '.join(DATASETS)}) and no such file or folder; supported "
+                f"files: {supported()}"
+            ))
 
     def load(self, cfg: DataConfig) -> DataBundle:
         self._check_exists(cfg.source)
