@@ -1,5 +1,5 @@
-"""A fitted AnomalyDetector on disk: saved and loaded without pickle, scored by `vaekit score` as it scores itself,
-and the files' failures as one-line errors."""
+"""Fitted estimators on disk: an AnomalyDetector saved and loaded without pickle, scored by `vaekit score` and
+`vaekit serve` as it scores itself; a VAETransformer the same way; the files' failures as one-line errors."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from sklearn.exceptions import NotFittedError
 
 from vaekit.apps import score
-from vaekit.apps.estimators import AnomalyDetector
+from vaekit.apps.estimators import AnomalyDetector, VAETransformer
 from vaekit.apps.neighbors import DETECTOR_NAME
 from vaekit.apps.scoring import anomaly_scores
 from vaekit.cli.main import main
@@ -227,3 +227,32 @@ def test_serve_gives_the_detector_score_on_request(saved: tuple[AnomalyDetector,
         assert refused.status_code == 422 and "leave unit out" in refused.text
     with TestClient(create_app(load(path))) as client:  # a model object: the network alone
         assert "detector" not in client.get("/v1/model").json()["score_methods"]
+
+
+def test_a_saved_transformer_transforms_as_the_fitted_one(saved: tuple[AnomalyDetector, Path], tmp_path: Path,
+                                                          tables: tuple[pd.DataFrame, pd.DataFrame],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(loop, "write_figures", lambda *args, **kwargs: None)
+    train, new = tables
+    transformer = VAETransformer(latent_dim=2, hidden_dims=(16,), epochs=3, random_state=1, device="cpu").fit(train)
+    assert transformer.save(tmp_path / "codes") == tmp_path / "codes"
+    loaded = VAETransformer.load(tmp_path / "codes")
+    assert loaded.get_params() == transformer.get_params() and list(loaded.feature_names_in_) == COLUMNS
+    np.testing.assert_array_equal(loaded.transform(new), transformer.transform(new))
+    codes = transformer.transform(new)
+    np.testing.assert_array_equal(loaded.inverse_transform(codes), transformer.inverse_transform(codes))
+    assert list(loaded.get_feature_names_out()) == ["vaetransformer0", "vaetransformer1"]
+    new[COLUMNS[::-1]].to_csv(tmp_path / "new.csv", index=False)  # `vaekit embed` reads its directory, by column name
+    assert main(["embed", str(tmp_path / "codes"), "--data", str(tmp_path / "new.csv"), "--out",
+                 str(tmp_path / "codes.csv"), "--quiet"]) == 0
+    embedded = pd.read_csv(tmp_path / "codes.csv")[["mu_0", "mu_1"]].to_numpy()
+    np.testing.assert_allclose(embedded, codes, atol=1e-5)  # float32 there
+    with pytest.raises(ModelFileError, match="no AnomalyDetector"):
+        AnomalyDetector.load(tmp_path / "codes")
+    with pytest.raises(ModelFileError, match="no VAETransformer"):
+        VAETransformer.load(saved[1])
+    metadata = json.loads((tmp_path / "codes" / "metadata.json").read_text())
+    metadata["transformer"]["n_features"] = 5
+    (tmp_path / "codes" / "metadata.json").write_text(json.dumps(metadata))
+    with pytest.raises(ModelFileError, match="does not fit its model"):
+        VAETransformer.load(tmp_path / "codes")

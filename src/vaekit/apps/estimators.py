@@ -95,6 +95,7 @@ DETECTOR_NEIGHBORS = 1  # AnomalyDetector: latent neighbours in the score (0: th
 # larger sets). Every ADBench training set fits; credit-card fraud's 144,505 rows scored at 2,161 rows/s when all
 # were searched, the search taking most of the time (16-dimensional codes, a k-d tree)
 NEIGHBOR_ROWS = 25_000
+TRANSFORMER_KEY = "transformer"  # a saved VAETransformer's settings in its metadata.json
 
 
 def _text_columns(X: Any, limit: int = 5) -> list[str]:
@@ -232,6 +233,60 @@ class _VAEEstimator(BaseEstimator):
             "stopped early" if result.stopped_early else "all planned epochs",
             max((m["val_elbo"] for m in result.metrics), default=math.nan),
         )
+
+    # -- saved estimators: a model directory (vaekit.models.save_model) whose metadata.json holds the estimator
+    def _feature_names(self) -> list[str] | None:
+        names = getattr(self, "feature_names_in_", None)
+        return None if names is None else [str(name) for name in names]
+
+    def _params(self) -> dict[str, Any]:
+        """The constructor arguments as JSON holds them (a ``RandomState`` as ``random_state`` is not kept)."""
+        return {name: _json_ready(value) for name, value in self.get_params().items()
+                if name != "random_state" or value is None or _is_int(value, 0)}
+
+    def _network(self) -> LatentVariableModel:
+        """The network to save: ``model_`` in float32, as trained (``model_`` is a float64 copy of it, so nothing is
+        lost), with the feature names as its columns, so that tables given to the CLI are read by column name."""
+        network = copy.deepcopy(self.model_).float()
+        names = self._feature_names()
+        if names is not None and network.preprocessing is not None:
+            network.preprocessing = dataclasses.replace(network.preprocessing, columns=tuple(names))
+        return network
+
+    @classmethod
+    def _read_saved(cls, path: str | Path, key: str) -> tuple[Path, LatentVariableModel, dict[str, Any]]:
+        """(model directory, network, the estimator's settings under ``key`` in its metadata); ModelFileError when
+        the directory holds no model or a model saved otherwise."""
+        from vaekit.models import load
+        from vaekit.models.serialization import find_model_dir
+
+        model_dir = find_model_dir(path)
+        model = load(model_dir)
+        settings = model.metadata.get(key)
+        if not isinstance(settings, dict):
+            raise ModelFileError(
+                f"{str(model_dir)!r} holds a model but no {cls.__name__} (metadata.json has no {key!r}); load it "
+                f"with vaekit.load, or save a fitted estimator with {cls.__name__}.save"
+            )
+        return model_dir, model, settings
+
+    @classmethod
+    def _restored(cls, model: LatentVariableModel, settings: dict[str, Any], n_features: int,
+                  feature_names: list[str] | None) -> Any:
+        """An estimator of the saved ``settings["params"]`` (unknown ones dropped) with ``model`` as ``model_``."""
+        known = cls().get_params()
+        params = settings.get("params", {})
+        if not isinstance(params, dict):
+            raise ModelFileError(f"the saved {cls.__name__}'s params are invalid; save it again")
+        estimator = cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if k in known})
+        device = "cuda" if estimator.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
+        estimator.model_ = model.double().to(device).eval()
+        estimator.n_features_in_ = n_features
+        if feature_names is not None:
+            estimator.feature_names_in_ = np.asarray(feature_names, dtype=object)
+        estimator.history_ = list(model.metadata.get("history", []))
+        estimator.n_iter_ = len(estimator.history_)
+        return estimator
 
     def _prepare(self, X: np.ndarray, data_config: DataConfig) -> DataBundle:
         """Train / validation splits of ``X`` (n, *shape) and the fitted preprocessing."""
@@ -544,25 +599,17 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         directory that :meth:`load` reads back and that ``vaekit score`` scores as this detector does (the files:
         :mod:`vaekit.apps.neighbors`). Nothing is pickled. Returns the directory."""
         check_is_fitted(self)
-        names = getattr(self, "feature_names_in_", None)
+        names = self._feature_names()
         saved = SavedDetector(
             method=self.method, k=int(self.k), relative=bool(self.relative), neighbors=int(self.neighbors),
-            offset=float(self.offset_), n_features=int(self.n_features_in_),
-            feature_names=None if names is None else [str(name) for name in names],
+            offset=float(self.offset_), n_features=int(self.n_features_in_), feature_names=names,
         )
         if self.neighbors:
             saved.codes, saved.counts = self.codes_, self.code_counts_
             saved.center, saved.scale = self.score_center_, self.score_scale_
-        params = {name: _json_ready(value) for name, value in self.get_params().items()
-                  if name != "random_state" or value is None or _is_int(value, 0)}  # not a RandomState
-        # the network as trained, in float32 (model_ is a float64 copy of it, so nothing is lost)
-        network = copy.deepcopy(self.model_).float()
-        if names is not None and network.preprocessing is not None:  # tables given to `vaekit score` are then
-            columns = tuple(str(name) for name in names)  # read by column name, in any order
-            network.preprocessing = dataclasses.replace(network.preprocessing, columns=columns)
-        extra = {DETECTOR_KEY: {**saved.settings(), "params": params}, "history": self.history_}
         with atomic_dir(path) as tmp:
-            write_model(network, tmp, extra)
+            write_model(self._network(), tmp, {DETECTOR_KEY: {**saved.settings(), "params": self._params()},
+                                               "history": self.history_})
             saved.write(tmp)
         return Path(path)
 
@@ -575,34 +622,18 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         ModelFileError
             No model there, a model that is not a saved detector, or files missing, corrupted or inconsistent.
         """
-        from vaekit.models import load
-        from vaekit.models.serialization import find_model_dir
-
-        model_dir = find_model_dir(path)
-        model = load(model_dir)
+        model_dir, model, _ = cls._read_saved(path, DETECTOR_KEY)
         saved = SavedDetector.read(model_dir, model.metadata)
-        if saved is None:
-            raise ModelFileError(
-                f"{str(model_dir)!r} holds a model but no AnomalyDetector (metadata.json has no {DETECTOR_KEY!r}); "
-                "load it with vaekit.load, or save a fitted detector with AnomalyDetector.save"
-            )
-        if saved.n_features != model.num_dims or (saved.neighbors and saved.codes.shape[1] != model.latent_dim):
+        if saved is None or saved.n_features != model.num_dims or (
+            saved.neighbors and saved.codes.shape[1] != model.latent_dim
+        ):
             raise ModelFileError(f"the detector saved in {str(model_dir)!r} does not fit its model; save it again")
-        known = cls().get_params()
-        params = model.metadata[DETECTOR_KEY].get("params", {})
-        params = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items() if k in known}
-        detector = cls(**params)
-        device = "cuda" if detector.device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
-        detector.model_ = model.double().to(device).eval()
-        detector.offset_, detector.n_features_in_ = saved.offset, saved.n_features
-        if saved.feature_names is not None:
-            detector.feature_names_in_ = np.asarray(saved.feature_names, dtype=object)
+        detector = cls._restored(model, model.metadata[DETECTOR_KEY], saved.n_features, saved.feature_names)
+        detector.offset_ = saved.offset
         if saved.neighbors:
             detector.codes_, detector.code_counts_ = saved.codes, saved.counts
             detector.score_center_, detector.score_scale_ = saved.center, saved.scale
             detector.neighbors_index_ = neighbor_index(saved.codes)
-        detector.history_ = list(model.metadata.get("history", []))
-        detector.n_iter_ = len(detector.history_)
         return detector
 
 
@@ -740,6 +771,28 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _VAEEsti
                 flat = np.sinh(flat)
             flat = flat * np.asarray(prep.std) + np.asarray(prep.mean)
         return (flat * prep.scale).astype(z.dtype)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the fitted transformer to the directory ``path`` (replaced atomically if it exists): a model
+        directory (``vaekit embed`` reads it as any model) that :meth:`load` reads back. Nothing is pickled."""
+        check_is_fitted(self)
+        settings = {"params": self._params(), "n_features": int(self.n_features_in_),
+                    "feature_names": self._feature_names()}
+        with atomic_dir(path) as tmp:
+            write_model(self._network(), tmp, {TRANSFORMER_KEY: settings, "history": self.history_})
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> VAETransformer:
+        """A fitted transformer read from the directory that :meth:`save` wrote. ModelFileError when there is none
+        there, or its settings do not fit its model."""
+        model_dir, model, settings = cls._read_saved(path, TRANSFORMER_KEY)
+        n_features, names = settings.get("n_features"), settings.get("feature_names")
+        if not (n_features == model.num_dims and (names is None or (
+            isinstance(names, list) and len(names) == n_features and all(isinstance(n, str) for n in names)
+        ))):
+            raise ModelFileError(f"the transformer saved in {str(model_dir)!r} does not fit its model; save it again")
+        return cls._restored(model, settings, model.num_dims, names)
 
     @property
     def _n_features_out(self) -> int:
