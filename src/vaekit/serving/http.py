@@ -293,10 +293,8 @@ def _schemas(service: Service, limits: Limits) -> SimpleNamespace:
         output: Output = "json"
 
     class ScoreRequest(Examples):
-        method: str = Field(
-            "iwae", description=f"one of {', '.join(service.score_methods)}",
-            json_schema_extra=_enum(service.score_methods),
-        )
+        method: str = Field("iwae", description=f"one of {', '.join(service.score_methods)}",
+                            json_schema_extra=_enum(service.score_methods))
         k: int = Field(100, ge=1, le=limits.max_k, description="importance / posterior samples per example")
         unit: str = Field(
             "nats", description="nats (per example) or bits (per dimension)", json_schema_extra=_enum(UNITS)
