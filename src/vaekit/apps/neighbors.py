@@ -178,17 +178,6 @@ class SavedDetector:
         distances = code_distances(codes, self.codes, self.counts, self.prepare()._index, self.neighbors)
         return z_score_sum(np.stack([likelihood, distances]), self.center, self.scale)
 
-    def describe(self) -> str:
-        """What the score is, for logs and tables."""
-        what = {"iwae": f"importance-weighted NLL (k={self.k})", "elbo": f"-ELBO (k={self.k})",
-                "recon": "reconstruction squared error"}.get(self.method, self.method)
-        if self.relative:
-            what += " relative to the saturated model"
-        if not self.neighbors:
-            return f"AnomalyDetector score: {what}"
-        near = "nearest training code" if self.neighbors == 1 else f"{self.neighbors} nearest training codes"
-        return f"AnomalyDetector score: robust z-scores of the {what} and of the distance to the {near}, summed"
-
 
 def _count(value: object, lower: int) -> bool:
     """An int (not a bool) >= ``lower``."""

@@ -436,6 +436,25 @@ def _check_rules(threshold: float | None, fpr: float | None, contamination: floa
         check_output(None, histogram)
 
 
+def detector_scores(model: LatentVariableModel, detector: SavedDetector, x: torch.Tensor, *, batch_size: int = 256,
+                    seed: int = 0, progress: bool = False) -> np.ndarray:
+    """A saved AnomalyDetector's scores (higher = more anomalous) of prepared examples ``x``: its likelihood score
+    with its own method, k and relative, and its latent-neighbour term (:mod:`vaekit.apps.neighbors`), in float64
+    (``model``, the detector's network, in float64 too) as the detector scores."""
+    x = x.to(model.device, torch.float64)
+    scores = anomaly_scores(model, x, detector.method, k=detector.k, batch_size=batch_size, seed=seed,
+                            relative=detector.relative, progress=progress)
+    return detector.anomaly_scores(finite_scores(scores), posterior_means(model, x))
+
+
+def _detector_description(detector: SavedDetector) -> str:
+    """What a saved detector's sum of z-scores is, for logs and tables."""
+    what = SCORE_LABELS.get(detector.method, detector.method).format(k=detector.k)
+    what += " relative to the saturated model" if detector.relative else ""
+    near = "nearest training code" if detector.neighbors == 1 else f"{detector.neighbors} nearest training codes"
+    return f"AnomalyDetector score: robust z-scores of the {what} and of the distance to the {near}, summed"
+
+
 def _with_detector(model: LatentVariableModel | str | Path, method: str | None, k: int | None, unit: str,
                    relative: bool, detector: bool) -> tuple[LatentVariableModel, SavedDetector | None]:
     """The model to score and, when ``model`` is the directory of a saved AnomalyDetector (and ``detector``), that
@@ -537,10 +556,7 @@ def score(
     def scores_of(x: torch.Tensor, y: torch.Tensor | None, show: bool = progress) -> np.ndarray:
         y = y if model.num_classes else None  # only a conditional model reads labels
         if saved is not None:
-            x = x.double()
-            scores = anomaly_scores(model, x, method, k=k, batch_size=batch_size, seed=seed,
-                                    relative=saved.relative, progress=show)
-            return saved.anomaly_scores(finite_scores(scores), posterior_means(model, x))
+            return detector_scores(model, saved, x, batch_size=batch_size, seed=seed, progress=show)
         scores = anomaly_scores(
             model, x, method, k=k, unit=unit, y=y, batch_size=batch_size, seed=seed, relative=relative,
             progress=show,
@@ -593,7 +609,7 @@ def score(
         unit=unit if saved is None or not saved.neighbors else "z",
         source=source,
         relative=relative if saved is None else saved.relative,
-        description=saved.describe() if saved is not None and saved.neighbors else None,
+        description=_detector_description(saved) if saved is not None and saved.neighbors else None,
     )
     if out is not None and stream_out is None:
         if chunks is not None and Path(out).suffix.lower() == ".csv":

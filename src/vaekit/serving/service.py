@@ -27,9 +27,9 @@ import torch
 
 from vaekit._version import __version__
 from vaekit.apps.interpolation import INTERPOLATIONS, interpolate_latents
-from vaekit.apps.neighbors import SavedDetector, finite_scores, posterior_means
+from vaekit.apps.neighbors import SavedDetector
 from vaekit.apps.sampling import sample
-from vaekit.apps.scoring import SCORES, UNITS, anomaly_scores
+from vaekit.apps.scoring import SCORES, UNITS, anomaly_scores, detector_scores
 from vaekit.config import Config
 from vaekit.errors import ConfigError, VaeKitError
 from vaekit.extras import install_hint
@@ -355,9 +355,7 @@ class Service:
             raise RequestError("x", f"{len(x)} examples x the detector's k={detector.k} exceeds "
                                     f"{self.limits.max_score_samples} samples; send fewer examples")
         with torch.inference_mode(), _field("body"):
-            x = x.to(model.device, torch.float64)
-            scores = anomaly_scores(model, x, detector.method, k=detector.k, relative=detector.relative)
-            return detector.anomaly_scores(finite_scores(scores), posterior_means(model, x))
+            return detector_scores(model, detector, x)
 
     def interpolate(
         self, z_a: torch.Tensor, z_b: torch.Tensor, steps: int, method: str, label: int | None
