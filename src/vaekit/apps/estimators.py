@@ -68,6 +68,7 @@ from vaekit.apps.neighbors import (
     finite_scores,
     neighbor_index,
     posterior_means,
+    saved_feature_names_fit,
     z_score_sum,
 )
 from vaekit.config import Config, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig
@@ -788,9 +789,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _VAEEsti
         there, or its settings do not fit its model."""
         model_dir, model, settings = cls._read_saved(path, TRANSFORMER_KEY)
         n_features, names = settings.get("n_features"), settings.get("feature_names")
-        if not (n_features == model.num_dims and (names is None or (
-            isinstance(names, list) and len(names) == n_features and all(isinstance(n, str) for n in names)
-        ))):
+        if not (n_features == model.num_dims and saved_feature_names_fit(names, model.num_dims)):
             raise ModelFileError(f"the transformer saved in {str(model_dir)!r} does not fit its model; save it again")
         return cls._restored(model, settings, model.num_dims, names)
 

@@ -126,12 +126,11 @@ class SavedDetector:
         try:
             detector = cls(**{name: settings[name] for name in ("method", "k", "relative", "neighbors", "offset",
                                                                 "n_features", "feature_names")})
-            names = detector.feature_names
+            names: object = detector.feature_names
             valid = (isinstance(detector.method, str) and _count(detector.k, 1) and _count(detector.neighbors, 0)
                      and isinstance(detector.relative, bool) and _count(detector.n_features, 1)
                      and isinstance(detector.offset, (int, float)) and not isinstance(detector.offset, bool)
-                     and (names is None or (isinstance(names, list) and len(names) == detector.n_features
-                                            and all(isinstance(name, str) for name in names))))
+                     and saved_feature_names_fit(names, detector.n_features))
         except (KeyError, TypeError):
             valid = False
         if not valid:
@@ -182,3 +181,9 @@ class SavedDetector:
 def _count(value: object, lower: int) -> bool:
     """An int (not a bool) >= ``lower``."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= lower
+
+
+def saved_feature_names_fit(names: object, n_features: int) -> bool:
+    """Whether saved feature names are absent (``None``) or a list of ``n_features`` strings, as estimators save."""
+    return names is None or (isinstance(names, list) and len(names) == n_features
+                             and all(isinstance(name, str) for name in names))
