@@ -68,10 +68,15 @@ def _kill_all(process: subprocess.Popen[str]) -> None:
     process.wait()
 
 
+def _env() -> dict[str, str]:
+    """One thread per rank; a rank that crashes prints its Python stack (faulthandler) into the launcher's log."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+
+
 def _run(command: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run ``command`` in its own session; on a timeout kill all of it (the launcher and every rank it started)."""
     process = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+                               env=_env(), start_new_session=True)
     try:
         out, err = process.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -150,7 +155,7 @@ def _run_together(commands: list[list[str]], cwd: Path) -> list[subprocess.Compl
         for command, (out, err) in zip(commands, logs, strict=True):
             with out.open("w") as stdout, err.open("w") as stderr:
                 processes.append(subprocess.Popen(command, cwd=cwd, stdout=stdout, stderr=stderr, text=True,
-                                                  env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True))
+                                                  env=_env(), start_new_session=True))
         while None in (codes := [p.poll() for p in processes]) and not any(codes):  # poll every one, each time
             timed_out = time.monotonic() > deadline
             if timed_out:
@@ -203,12 +208,14 @@ def test_two_nodes_replay_one_node_with_two_processes(two_process_run, tmp_path)
 
 
 SCRIPT = """
-import json, math, os, sys
+import gc, json, math, os, sys
 import numpy as np
+import torch
 from vaekit.config import resolve_config
 from vaekit.presets import get_preset
 
 from vaekit.training import loop as train_module
+gc.disable()  # the worst case for the check at the end: no automatic collection before the process exits
 original, seen, rank = train_module.compute_loss, [], int(os.environ["RANK"])
 
 def loss(model, x, y, config, step, kl_weight):
@@ -225,8 +232,10 @@ config = resolve_config(get_preset("tabular"), overrides=[
     "model.latent_dim=2", "model.hidden_dims=[8]", "train.epochs=2", "train.batch_size=64", "train.device=cpu",
     "train.num_images=4"])
 result = train_module.train(config, sys.argv[2])
+wrappers = sum(type(o).__name__ == "DistributedDataParallel" for o in gc.get_objects())  # no collection first
 with open(os.path.join(sys.argv[3], f"rank{rank}.json"), "w") as handle:
-    json.dump({"seen": seen, "skipped": result.skipped_steps, "metrics": result.metrics}, handle)
+    json.dump({"seen": seen, "skipped": result.skipped_steps, "metrics": result.metrics, "wrappers": wrappers,
+               "group": torch.distributed.is_initialized()}, handle)
 """
 
 
@@ -254,6 +263,9 @@ def test_torchrun_streams_shards_and_skips_a_bad_step_on_every_rank(tmp_path):
     assert ranks[0]["skipped"] == ranks[1]["skipped"] == 1
     assert ranks[0]["metrics"] == ranks[1]["metrics"]  # all-reduced: the same numbers on every rank
     assert {p.name for p in (tmp_path / "run").iterdir()} == RUN_FILES
+    # train() destroyed its group with no DDP wrapper left to hold it: the group's threads were joined then, not
+    # at the interpreter's exit, where a joinable thread aborts the process (distributed.close)
+    assert [(r["wrappers"], r["group"]) for r in ranks] == [(0, False), (0, False)]
 
     config = resolve_config(get_preset("tabular"), overrides=[f"data.source={data}"])
     from vaekit.data import load_data

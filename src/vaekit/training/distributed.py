@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import gc
 import inspect
 import logging
 import os
@@ -159,8 +160,16 @@ def _rank_device(device: torch.device, local_rank: int) -> torch.device:
 
 
 def close(ctx: Context) -> None:
-    """Destroy the process group if :func:`init_context` created it."""
+    """Destroy the process group if :func:`init_context` created it.
+
+    A DistributedDataParallel wrapper sits in reference cycles (its reducer's hooks point back at it), so it, and
+    its hold on the group, outlive the training run until Python's cycle collector happens to run. Destroying the
+    group while one is alive leaves the gloo group's threads to the interpreter's exit, where a thread still
+    joinable aborts the process ("terminate called without an active exception", exit -6: seen once in a CI run of
+    the two-node test). So the cycles are collected first, and the group's threads are joined here, on every rank.
+    """
     if ctx.owns_group and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 
