@@ -10,7 +10,8 @@ the tokens counting one ``<eos>`` per sentence, as ``vaekit evaluate`` reports t
     OMP_NUM_THREADS=1 python benchmarks/ptb_iwae.py --k 500 --part 2/2
     python benchmarks/ptb_iwae.py --k 500 --join 2
 
-Results: ``benchmarks/results/ptb_iwae_k<K>_part<I>of<N>.json`` and ``ptb_iwae_k<K>.json``.
+Results: ``benchmarks/results/ptb_iwae_k<K>_part<I>of<N>.json`` and ``ptb_iwae_k<K>.json`` (``--name`` for another
+stem).
 """
 
 from __future__ import annotations
@@ -29,6 +30,11 @@ from vaekit.data.text import PAD
 from vaekit.models.inputs import examples_for, model_data
 
 
+def _name(args: argparse.Namespace) -> str:
+    """The result files' stem: ``--name``, else ``ptb_iwae_k<K>``."""
+    return str(args.name or f"ptb_iwae_k{args.k}")
+
+
 def part(args: argparse.Namespace, index: int, count: int) -> None:
     """Per-sentence IWAE NLL (nats) of test sentences index-1, index-1+count, ...; into a part file."""
     model = vaekit.load(args.model)
@@ -45,7 +51,7 @@ def part(args: argparse.Namespace, index: int, count: int) -> None:
                   f"{time.perf_counter() - start:.0f} s", flush=True)
     values = torch.cat(nll).tolist()
     tokens = int((x[torch.as_tensor(rows)] != PAD).sum())  # words and one <eos> each
-    save(f"ptb_iwae_k{args.k}_part{index}of{count}",
+    save(f"{_name(args)}_part{index}of{count}",
          {"model": args.model, "source": source, "k": args.k, "rows": rows.tolist(), "nll": values, "tokens": tokens,
           "seconds": time.perf_counter() - start, "threads": torch.get_num_threads()})
     print(f"part {index}/{count}: mean NLL {np.mean(values):.3f} nats over {len(values)} sentences")
@@ -55,7 +61,7 @@ def join(args: argparse.Namespace, count: int) -> None:
     """The test NLL and perplexity from the parts' per-sentence figures."""
     parts = []
     for index in range(1, count + 1):
-        path = RESULTS / f"ptb_iwae_k{args.k}_part{index}of{count}.json"
+        path = RESULTS / f"{_name(args)}_part{index}of{count}.json"
         if not path.is_file():
             fail(f"{path} is missing; run --part {index}/{count} first")
         parts.append(json.loads(path.read_text()))
@@ -65,7 +71,7 @@ def join(args: argparse.Namespace, count: int) -> None:
               "test_nll": float(nll.mean()), "perplexity": math.exp(float(nll.sum()) / tokens),
               "bits_per_token": float(nll.sum()) / tokens / math.log(2),
               "cpu_seconds": sum(p["seconds"] * p["threads"] for p in parts)}
-    path = save(f"ptb_iwae_k{args.k}", result)
+    path = save(_name(args), result)
     print(f"test NLL {result['test_nll']:.3f} nats per sentence (IWAE k={args.k}, {len(nll)} sentences), perplexity "
           f"{result['perplexity']:.2f} over {tokens:,} tokens (one <eos> per sentence); wrote {path}")
 
@@ -78,6 +84,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=10, help="sentences per batch")
     parser.add_argument("--chunk", type=int, default=100, help="importance samples decoded at once")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--name", help="stem of the result files (default ptb_iwae_k<K>), to keep earlier results")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--part", help="I/N: evaluate every N-th sentence from the I-th (from 1)")
     what.add_argument("--join", type=int, metavar="N", help="gather the N parts")
