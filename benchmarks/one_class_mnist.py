@@ -7,9 +7,11 @@ the other nine digits anomalous; AUROC (scikit-learn's ``roc_auc_score``) per di
 Detectors, all in one run:
 
 - vaekit: one :class:`vaekit.AnomalyDetector` per digit (a small convolutional VAE, Bernoulli decoder) and
-  five scores of that one fitted model: the detector's ``score_samples`` (``method="iwae"``, ``relative=True``,
-  ``neighbors=1``: the NLL below and the distance to the nearest training code, each in units of its spread on
-  the training images), the importance-weighted NLL relative to the saturated model, the same NLL without that
+  six scores of that one fitted model: the detector's ``score_samples`` (``method="iwae"``, ``relative=True``,
+  ``neighbors=1``, ``input_neighbors=1``: the NLL below, the distance to the nearest training code and the pixel
+  distance to the nearest training image, each in units of its spread on the training images), the same without
+  the image distance (its first two z-scores), the importance-weighted NLL relative to the saturated model, the
+  same NLL without that
   correction (derived exactly: the relative score minus the image's own entropy, see :mod:`vaekit.score`), -ELBO
   relative to the saturated model, and the reconstruction squared error (:func:`vaekit.score.anomaly_scores`).
 - scikit-learn IsolationForest (defaults), OneClassSVM (RBF, ``gamma="scale"``, ``nu=0.1``), PCA
@@ -63,13 +65,17 @@ def vaekit_detector(x_normal: np.ndarray, x_test: np.ndarray, args: argparse.Nam
         architecture=args.architecture, data_shape=(1, 28, 28), latent_dim=args.latent_dim,
         hidden_dims=tuple(args.hidden_dims), channels=tuple(args.channels), likelihood="bernoulli",
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, method="iwae", k=args.k, relative=True,
-        neighbors=1, random_state=0, device="cpu",
+        neighbors=1, input_neighbors=1, random_state=0, device="cpu",
     ).fit(x_normal)
     model, x = detector.model_, torch.from_numpy(x_test.reshape(-1, 1, 28, 28)).double()
     iwae_relative = anomaly_scores(model, x, "iwae", k=args.k, relative=True).numpy()
     saturated = SATURATED.get("bernoulli")(model, x).numpy()  # -sum_d H(x_d): relative = plain + saturated
+    distances = detector._latent_distances(detector._codes(x_test))
+    two_terms = np.stack([iwae_relative, distances])
+    center, scale = detector.score_center_[:2, None], detector.score_scale_[:2, None]
     return {
-        f"vaekit iwae k={args.k} relative + nearest code": -detector.score_samples(x_test),
+        f"vaekit iwae k={args.k} relative + nearest code + nearest image": -detector.score_samples(x_test),
+        f"vaekit iwae k={args.k} relative + nearest code": ((two_terms - center) / scale).sum(axis=0),
         f"vaekit iwae k={args.k} relative": iwae_relative,
         f"vaekit iwae k={args.k} plain": iwae_relative - saturated,
         f"vaekit elbo k={args.elbo_k} relative": anomaly_scores(model, x, "elbo", k=args.elbo_k, relative=True).numpy(),

@@ -61,6 +61,9 @@ def test_a_loaded_detector_scores_exactly_as_the_fitted_one(saved: tuple[Anomaly
     assert loaded.offset_ == detector.offset_ and loaded.n_iter_ == detector.n_iter_ == 3
     np.testing.assert_array_equal(loaded.codes_, detector.codes_)
     np.testing.assert_array_equal(loaded.code_counts_, detector.code_counts_)
+    np.testing.assert_array_equal(loaded.rows_, detector.rows_)  # the scaled training rows of the third term
+    np.testing.assert_array_equal(loaded.row_counts_, detector.row_counts_)
+    assert loaded.input_neighbors == 1 and len(loaded.score_center_) == 3
     for rows in tables:
         np.testing.assert_array_equal(loaded.score_samples(rows), detector.score_samples(rows))
         np.testing.assert_array_equal(loaded.predict(rows), detector.predict(rows))
@@ -108,7 +111,7 @@ def _tensor(x: np.ndarray) -> Any:
 def test_a_detector_without_neighbours_round_trips(tables: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(loop, "write_figures", lambda *args, **kwargs: None)
-    detector = AnomalyDetector(**SETTINGS, neighbors=0, random_state=0).fit(tables[0].to_numpy())
+    detector = AnomalyDetector(**SETTINGS, neighbors=0, input_neighbors=0, random_state=0).fit(tables[0].to_numpy())
     detector.save(tmp_path / "plain")
     assert not (tmp_path / "plain" / DETECTOR_NAME).exists()
     loaded = AnomalyDetector.load(tmp_path / "plain")
@@ -148,6 +151,23 @@ def test_settings_of_the_likelihood_score_are_refused_for_a_detector(
         score(load(path), data)  # its neighbours are in the directory, not in the model object
 
 
+def test_a_detector_saved_before_the_row_term_reads_as_two_terms(tables: tuple[pd.DataFrame, pd.DataFrame],
+                                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    # detectors saved before input_neighbors existed have neither the setting nor the rows: they score as before
+    monkeypatch.setattr(loop, "write_figures", lambda *args, **kwargs: None)
+    detector = AnomalyDetector(**SETTINGS, input_neighbors=0, random_state=1).fit(tables[0])
+    detector.save(tmp_path / "old")
+    metadata = json.loads((tmp_path / "old" / "metadata.json").read_text())
+    del metadata["detector"]["input_neighbors"], metadata["detector"]["params"]["input_neighbors"]
+    (tmp_path / "old" / "metadata.json").write_text(json.dumps(metadata))
+    loaded = AnomalyDetector.load(tmp_path / "old")
+    assert loaded.input_neighbors == 0 and not hasattr(loaded, "rows_")
+    np.testing.assert_array_equal(loaded.score_samples(tables[1]), detector.score_samples(tables[1]))
+    np.testing.assert_allclose(score(tmp_path / "old", _npy(tmp_path, tables[1])).scores,
+                               -detector.score_samples(tables[1]), rtol=1e-12, atol=1e-12)
+
+
 def test_broken_detector_files_are_one_line_errors(saved: tuple[AnomalyDetector, Path], tmp_path: Path,
                                                    tables: tuple[pd.DataFrame, pd.DataFrame],
                                                    capsys: pytest.CaptureFixture[str]) -> None:
@@ -179,7 +199,13 @@ def test_broken_detector_files_are_one_line_errors(saved: tuple[AnomalyDetector,
     save_file({**arrays, "codes": np.zeros((len(arrays["codes"]), 5))}, str(broken / DETECTOR_NAME))  # 5 latents, not 3
     with pytest.raises(ModelFileError, match="does not fit its model"):
         AnomalyDetector.load(broken)
-    save_file({**arrays, "center": np.zeros(3)}, str(broken / DETECTOR_NAME))
+    save_file({**arrays, "rows": np.zeros((len(arrays["rows"]), 5))}, str(broken / DETECTOR_NAME))  # 5 columns
+    with pytest.raises(ModelFileError, match="does not fit its model"):
+        AnomalyDetector.load(broken)
+    save_file({**arrays, "center": np.zeros(2)}, str(broken / DETECTOR_NAME))  # three terms
+    with pytest.raises(ModelFileError, match="does not hold the arrays it should"):
+        AnomalyDetector.load(broken)
+    save_file({k: v for k, v in arrays.items() if k != "row_counts"}, str(broken / DETECTOR_NAME))
     with pytest.raises(ModelFileError, match="does not hold the arrays it should"):
         AnomalyDetector.load(broken)
     del metadata["detector"]

@@ -63,7 +63,8 @@ def test_constructor_stores_arguments_unchanged() -> None:
     assert params["latent_dim"] == 3 and params["random_state"] == 5 and params["method"] == "iwae"
     assert clone(detector).get_params()["hidden_dims"] == hidden
     assert detector.set_params(latent_dim=4).latent_dim == 4
-    assert set(VAETransformer().get_params()) == set(params) - {"method", "k", "relative", "neighbors", "contamination"}
+    detector_only = {"method", "k", "relative", "neighbors", "input_neighbors", "contamination"}
+    assert set(VAETransformer().get_params()) == set(params) - detector_only
 
 
 def test_detector_finds_noise_among_digits(digits: tuple[np.ndarray, np.ndarray], no_figures: None) -> None:
@@ -121,9 +122,9 @@ def test_training_length_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     assert train_config(VAETransformer(epochs=200, patience=7)) == (200, 7)  # a number of passes is kept
     assert train_config(VAETransformer(epochs=300)) == (300, 15)  # patience="auto": a twentieth of the epochs
     assert train_config(VAETransformer(epochs=15, patience=0)) == (15, 0)
-    # the detector's default: a budget of 3,000 steps; 900 training rows are repeated 15 times within a pass (106
+    # the detector's default: a budget of 4,500 steps; 900 training rows are repeated 15 times within a pass (106
     # steps), so it validates every ~100 steps rather than every 8 (benchmarks/adbench.py measures the defaults)
-    assert train_config(AnomalyDetector()) == (29, 10)
+    assert train_config(AnomalyDetector()) == (43, 10)
     assert train_config(AnomalyDetector(epochs=30)) == (30, 10)  # a number of passes: the rows as they are
 
 
@@ -229,10 +230,14 @@ def test_estimators_leave_no_run_directory(tmp_path: Path, monkeypatch: pytest.M
         (VAETransformer(**TINY, max_steps=0), None, ConfigError, "max_steps=0: give a number of optimizer steps"),
         (VAETransformer(**TINY, patience=-1), None, ConfigError, "patience=-1: give 'auto' or a number of epochs"),
         (AnomalyDetector(**TINY, patience=True), None, ConfigError, "patience=True: give 'auto'"),
-        (AnomalyDetector(**TINY, neighbors=-1), None, ConfigError, "neighbors=-1: give a number of latent neigh"),
-        (AnomalyDetector(**TINY, neighbors=1.5), None, ConfigError, "neighbors=1.5: give a number of latent neigh"),
+        (AnomalyDetector(**TINY, neighbors=-1), None, ConfigError, "neighbors=-1: give a number of neighbours"),
+        (AnomalyDetector(**TINY, neighbors=1.5), None, ConfigError, "neighbors=1.5: give a number of neighbours"),
+        (AnomalyDetector(**TINY, input_neighbors=-2), None, ConfigError,
+         "input_neighbors=-2: give a number of neighbours >= 1, or 0 to leave that term out"),
         (AnomalyDetector(**TINY, neighbors=20), None, ConfigError,
-         r"neighbors=20 needs more than 20 training rows, and X has 20; give fewer neighbors"),
+         r"neighbors=20 and input_neighbors=1 need more than 20 training rows, and X has 20; give fewer"),
+        (AnomalyDetector(**TINY, neighbors=0, input_neighbors=25), None, ConfigError,
+         r"input_neighbors=25 need more than 25 training rows"),
         (VAETransformer(**dict(TINY, batch_size=0)), None, ConfigError, "batch_size=0: give a number of examples"),
     ],
 )
@@ -285,13 +290,15 @@ def test_latent_neighbours_find_rows_between_clusters(no_figures: None) -> None:
     gaps = _grid_clusters(rng, 100) + rng.choice([[0.5, 0.0], [0.0, 0.5]], size=100)  # halfway to a neighbour
     test, is_anomaly = np.concatenate([normal, gaps]), np.r_[np.zeros(100), np.ones(100)]
     settings = {"latent_dim": 2, "hidden_dims": (32,), "max_steps": 600, "random_state": 0, "device": "cpu"}
-    auroc = {n: roc_auc_score(is_anomaly, -AnomalyDetector(**settings, neighbors=n).fit(train).score_samples(test))
-             for n in (0, 1)}
-    assert auroc[1] > 0.95 and auroc[0] < 0.7, auroc  # measured: 0.996 and 0.39
+    auroc = {(n, m): roc_auc_score(is_anomaly, -AnomalyDetector(**settings, neighbors=n, input_neighbors=m)
+                                   .fit(train).score_samples(test))
+             for n, m in ((0, 0), (1, 0), (0, 1))}
+    # measured: 0.39 with the likelihood alone, 0.996 with the code distance, 1.0 with the row distance
+    assert auroc[1, 0] > 0.95 and auroc[0, 1] > 0.95 and auroc[0, 0] < 0.7, auroc
 
 
 @pytest.mark.parametrize("latent_dim", [2, 16])
-def test_score_is_the_sum_of_two_robust_z_scores(no_figures: None, latent_dim: int) -> None:
+def test_score_is_the_sum_of_the_robust_z_scores_of_its_terms(no_figures: None, latent_dim: int) -> None:
     import torch
 
     rng = np.random.default_rng(1)
@@ -299,7 +306,8 @@ def test_score_is_the_sum_of_two_robust_z_scores(no_figures: None, latent_dim: i
     train[250:] = train[:50]  # 50 rows twice: each copy is the other's neighbour at distance 0
     train[200:203] = train[203]  # four copies of one row
     new = np.concatenate([rng.normal(size=(40, 3)), train[[0, 100, 203]]])  # and three rows seen in training
-    detector = AnomalyDetector(**dict(TINY, latent_dim=latent_dim), k=3, neighbors=2, random_state=0).fit(train)
+    detector = AnomalyDetector(**dict(TINY, latent_dim=latent_dim), k=3, neighbors=2, input_neighbors=0,
+                               random_state=0).fit(train)
     likelihood_only = clone(detector).set_params(neighbors=0).fit(train)  # the same seed: the same model
 
     def codes(x: np.ndarray) -> np.ndarray:
@@ -328,6 +336,38 @@ def test_score_is_the_sum_of_two_robust_z_scores(no_figures: None, latent_dim: i
         expected = -((terms - median[:, None]) / (high - low)[:, None]).sum(axis=0)
         np.testing.assert_allclose(detector.score_samples(x), expected, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(np.mean(detector.predict(train) == -1), 0.1, atol=0.01)  # contamination
+
+
+def test_the_row_term_is_the_distance_to_the_nearest_scaled_training_row(no_figures: None) -> None:
+    # the third z-score: each row, scaled by the detector's robust scaling, against every training row (brute
+    # force), the row itself left out (a duplicate is a neighbour at distance 0)
+    rng = np.random.default_rng(4)
+    train = rng.standard_t(3, size=(300, 4)) * [1.0, 10.0, 100.0, 0.1]  # heavy tails, columns of unlike spread
+    train[250:] = train[:50]
+    new = np.concatenate([rng.normal(size=(30, 4)) * [3.0, 30.0, 300.0, 0.3], train[[0, 7]]])
+    detector = AnomalyDetector(**TINY, k=3, random_state=2).fit(train)
+    codes_only = clone(detector).set_params(input_neighbors=0).fit(train)  # the same seed: the same model
+    assert detector.get_params()["input_neighbors"] == 1 and len(detector.score_center_) == 3
+    scaled = detector.model_.preprocessing.apply  # median and IQR of the training split (tested with the scalings)
+
+    def distances(x: np.ndarray) -> np.ndarray:
+        gaps = np.linalg.norm(scaled(x)[:, None] - scaled(train)[None], axis=-1)
+        for row, own in enumerate(np.argmin(gaps, axis=1)):
+            if gaps[row, own] <= 1e-9:
+                gaps[row, own] = np.inf
+        return gaps.min(axis=1)
+
+    assert len(detector.rows_) == 250 and detector.row_counts_.sum() == 300
+    np.testing.assert_array_equal(distances(train[:50]), 0.0)  # each of the first 50 rows has a copy
+    two = codes_only.score_samples  # minus the z-scores of the likelihood and the code distance
+    rows_train = distances(train)
+    low, median, high = np.percentile(rows_train, [25, 50, 75])
+    np.testing.assert_allclose(detector.score_center_[2], median, rtol=1e-6)
+    np.testing.assert_allclose(detector.score_scale_[2], high - low, rtol=1e-6)
+    np.testing.assert_allclose(detector.score_center_[:2], codes_only.score_center_)
+    for x in (train, new):
+        expected = two(x) - (distances(x) - median) / (high - low)
+        np.testing.assert_allclose(detector.score_samples(x), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_neighbours_of_a_large_training_set_are_a_seeded_sample(monkeypatch: pytest.MonkeyPatch,

@@ -11,7 +11,7 @@ estimators.
     scoring.py         score()         anomaly scores (SCORES: iwae, elbo, recon) and thresholds
     latent_map.py      plot_latent()   a 2-D map of the codes (PROJECTIONS: auto, first, pca)
     estimators.py      AnomalyDetector, VAETransformer (scikit-learn; imported on first use)
-    neighbors.py       AnomalyDetector's latent-neighbour term and its files (save / load, vaekit score)
+    neighbors.py       AnomalyDetector's neighbour terms and its files (save / load, vaekit score)
     recommendation.py  recommend()     the top items for a user of a recommender (interaction data)
     text.py            sample_text(), reconstruct_text(), interpolate_text(), shuffle_auroc(): sentences in and out
     writers.py         WRITERS: how each modality's examples are written (PNG grids, heat maps, ...)

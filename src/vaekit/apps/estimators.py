@@ -27,18 +27,23 @@ on their codes scored 79.6% test accuracy against PCA-8's 88.4%; the budget (sto
 more of each row under a weaker KL term, which shows on short tables (means of 3 seeds; ADBench magic, 10
 features: 76.7% at beta 1, 78.9% at 0.5, PCA-8 78.3%; SpamBase 89.9% and 89.6%, PCA-8 88.8%; Cardiotocography
 85.2% and 87.8%, PCA-8 91.3%, where no setting tried beats PCA-8; digits 91.2% and 91.0%).
-``AnomalyDetector`` trains on a smaller budget (``max_steps`` 3,000, ``epochs="auto"``, every pass at least
-100 steps: small tables are repeated within a pass so validation and early stopping come every ~100 steps), scales
+``AnomalyDetector`` trains on a smaller budget (``max_steps`` 4,500, ``epochs="auto"``, every pass at least 100
+steps: small tables are repeated within a pass so validation and early stopping come every ~100 steps), scales
 tables robustly (``scaling="robust"``: median and interquartile range, so a few huge values do not squash the
-others), has 16 latent dimensions and scores with ``k=10`` importance samples plus the distance to the nearest
-training code (``neighbors=1``). Chosen on seed 0 of benchmarks/adbench.py's 33 sets (mean AUROC against KNN's
-89.34 there): 8 latents and the likelihood alone 89.06; adding the nearest code 89.74; 16 latents and the nearest
-code 90.13 (32 latents 89.84; 6,000 steps 89.86, 16 latents and 6,000 steps 90.15 at a third more time); the
-distance alone 84.91. Mean distances to 5 or 10 neighbours did worse than to the nearest one (seeds 0-1, 8
-latents: 89.57 and 89.44 against 89.70). Rows that are vectors with every value in [0, 1] are real values there (a
-min-max scaled table), not pixel intensities. These are the defaults ``benchmarks/adbench.py``
-measures; earlier, on small tables, longer training taught the model the anomalies too (ADBench cardio, 827
-training rows: AUROC 0.945 with 30 epochs, 0.893 with the 10,000-step budget), which is why its budget is smaller.
+others), has 16 latent dimensions and scores with ``k=10`` importance samples plus the distances to the nearest
+training code (``neighbors=1``) and to the nearest scaled training row (``input_neighbors=1``). Chosen on seed 0 of
+benchmarks/adbench.py's 33 sets (mean AUROC against KNN's 89.34 there): 8 latents and the likelihood alone 89.06;
+adding the nearest code 89.74; 16 latents and the nearest code 90.13 (32 latents 89.84; 6,000 steps 89.86, 16
+latents and 6,000 steps 90.15 at a third more time); the distance alone 84.91. Mean distances to 5 or 10 neighbours
+did worse than to the nearest one (seeds 0-1, 8 latents: 89.57 and 89.44 against 89.70). The third term, the
+distance to the nearest training row in the scaled input space (``input_neighbors=1``), was added on all five seeds
+of the 33 sets (the same fits scored both ways, KNN 89.18): 89.93 without it (average rank 2.73 against KNN's 2.67
+among seven detectors), 90.12 with it (2.61, KNN 2.76); the mean distance to 5 rows instead 89.99. With the three
+terms, 4,500 steps instead of 3,000 (then the budget) scored 90.26 against 90.14 (ranks 2.55 and 2.61), at 14% more
+time, and became the budget. Rows that are vectors with every value in [0, 1] are real values there (a min-max
+scaled table), not pixel intensities. These are the defaults ``benchmarks/adbench.py`` measures; earlier, on small
+tables, longer training taught the model the anomalies too (ADBench cardio, 827 training rows: AUROC 0.945 with 30
+epochs, 0.893 with the 10,000-step budget), which is why its budget is smaller.
 benchmarks/estimators_vs_pca.py measures all of these.
 """
 
@@ -62,12 +67,14 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from vaekit.apps.neighbors import (
     DETECTOR_KEY,
     ENCODE_BATCH,
-    SAME_CODE,
     SavedDetector,
     code_distances,
+    distinct_points,
     finite_scores,
     neighbor_index,
     posterior_means,
+    robust_units,
+    row_index,
     saved_feature_names_fit,
     z_score_sum,
 )
@@ -90,11 +97,12 @@ AUTO_LIKELIHOOD = {"binary": "bernoulli", "unit": "bernoulli", "real": "gaussian
 MAX_STEPS = 10_000
 PATIENCE_FRACTION, MIN_PATIENCE = 20, 10  # patience="auto": a twentieth of the planned epochs, at least 10
 MIN_PASS_STEPS = 100  # AnomalyDetector: smaller data is repeated within a pass, see _fit_model
-DETECTOR_MAX_STEPS, DETECTOR_K = 3000, 10  # AnomalyDetector's defaults: benchmarks/adbench.py, module docstring
-DETECTOR_NEIGHBORS = 1  # AnomalyDetector: latent neighbours in the score (0: the likelihood alone); module docstring
-# AnomalyDetector: neighbours are searched among the codes of at most this many training rows (a seeded sample of
-# larger sets). Every ADBench training set fits; credit-card fraud's 144,505 rows scored at 2,161 rows/s when all
-# were searched, the search taking most of the time (16-dimensional codes, a k-d tree)
+DETECTOR_MAX_STEPS, DETECTOR_K = 4500, 10  # AnomalyDetector's defaults: benchmarks/adbench.py, module docstring
+DETECTOR_NEIGHBORS = 1  # AnomalyDetector: latent neighbours in the score (0: none); module docstring
+DETECTOR_INPUT_NEIGHBORS = 1  # AnomalyDetector: neighbours among the scaled training rows (0: none); module docstring
+# AnomalyDetector: neighbours are searched among the codes (and rows) of at most this many training rows (a seeded
+# sample of larger sets). Every ADBench training set fits; credit-card fraud's 144,505 rows scored at 2,161 rows/s
+# when all were searched, the search taking most of the time (16-dimensional codes, a k-d tree)
 NEIGHBOR_ROWS = 25_000
 TRANSFORMER_KEY = "transformer"  # a saved VAETransformer's settings in its metadata.json
 
@@ -334,14 +342,16 @@ class _VAEEstimator(BaseEstimator):
 class AnomalyDetector(OutlierMixin, _VAEEstimator):
     """Unsupervised outlier detection with a VAE: examples the model finds unlikely are outliers.
 
-    The score of an example has two terms: its VAE anomaly score (:func:`vaekit.apps.scoring.anomaly_scores`, by
-    default the importance-weighted NLL in nats, Burda et al. 2015, arXiv:1509.00519), and the distance from its
-    code (posterior mean) to the nearest code of a training row (``neighbors``). The likelihood sees what the
-    model learned of the whole distribution; the distance sees rows that fall between the training rows' codes,
-    where a smooth density still gives them a good likelihood (many small clusters, as in ADBench's ALOI). Each
-    term is counted in units of its spread over the training rows, and the score is their sum, negated so that,
-    as in scikit-learn, ``score_samples`` is higher for more normal examples. ``neighbors=0`` keeps the
-    likelihood score alone (nats).
+    The score of an example has three terms: its VAE anomaly score (:func:`vaekit.apps.scoring.anomaly_scores`, by
+    default the importance-weighted NLL in nats, Burda et al. 2015, arXiv:1509.00519); the distance from its code
+    (posterior mean) to the nearest code of a training row (``neighbors``); and the distance from the row itself,
+    scaled as the network sees it, to the nearest training row (``input_neighbors``). The likelihood sees what the
+    model learned of the whole distribution; the code distance sees rows that fall between the training rows' codes,
+    where a smooth density still gives them a good likelihood (many small clusters, as in ADBench's ALOI); the row
+    distance sees what the encoder maps close to normal codes although the row is far from every training row
+    (what a k-nearest-neighbour detector sees). Each term is counted in units of its spread over the training rows,
+    and the score is their sum, negated so that, as in scikit-learn, ``score_samples`` is higher for more normal
+    examples. ``neighbors=0, input_neighbors=0`` keeps the likelihood score alone (nats).
 
     :meth:`save` writes a fitted detector as a model directory (no pickle) that :meth:`load` reads back and that
     ``vaekit score`` scores as the detector does (:mod:`vaekit.apps.neighbors`).
@@ -367,7 +377,7 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         ``"auto"`` (default): as many passes as take ``max_steps`` optimizer steps (many over small data, few over
         large data; a pass is at least 100 steps, small data repeated within it), or a number of passes.
     max_steps
-        With ``epochs="auto"``: the budget of optimizer steps, rounded up to whole passes; default 3,000 (a
+        With ``epochs="auto"``: the budget of optimizer steps, rounded up to whole passes; default 4,500 (a
         smaller budget than the transformer's: see the module docstring).
     scaling
         Tables: ``robust`` (default: median and interquartile range), ``standard`` (mean and standard deviation)
@@ -390,9 +400,14 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         Latent neighbours added to the score (default 1): the mean distance from a row's code (its posterior
         mean) to the codes of its ``neighbors`` nearest training rows, leaving out the row itself (a row whose
         code is a training code is taken to be that training row; a duplicate of it is a neighbour at distance
-        0). The score is then the sum of two robust z-scores, the likelihood score's and this distance's, each
-        centred and scaled by the median and the interquartile range of its values on the training rows. 0: the
-        likelihood score alone, in nats.
+        0). The score is then the sum of robust z-scores, the likelihood score's and each distance's, each
+        centred and scaled by the median and the interquartile range of its values on the training rows. 0: no
+        latent term.
+    input_neighbors
+        Neighbours among the training rows themselves (default 1): the mean distance from a row, scaled as the
+        network sees it (``scaling``), to its ``input_neighbors`` nearest training rows, the row itself left out as
+        for codes; a third z-score in the sum. 0: no such term (with ``neighbors=0`` too: the likelihood score
+        alone, in nats). A saved detector with this term holds the (scaled) training rows it searches.
     contamination
         Expected fraction of outliers in the training data, in (0, 0.5]: ``offset_`` is the score of that
         quantile of the training rows, so ``predict`` flags about that fraction of them.
@@ -412,9 +427,12 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         at most 25,000 rows, a sample seeded by ``random_state`` when there are more).
     code_counts_ : ndarray of shape (n_distinct,)
         With ``neighbors`` > 0: how many training rows have each code (duplicated rows share one).
-    score_center_, score_scale_ : ndarray of shape (2,)
-        With ``neighbors`` > 0: median and interquartile range of the training rows' likelihood scores and
-        latent distances (the two terms' units in the score).
+    rows_, row_counts_ : ndarray of shape (n_rows, n_features), (n_rows,)
+        With ``input_neighbors`` > 0: the distinct training rows searched, scaled (of the same rows as ``codes_``),
+        and how many training rows each stands for.
+    score_center_, score_scale_ : ndarray of shape (n_terms,)
+        With a neighbour term: median and interquartile range over the training rows of the likelihood score and
+        of each distance in use (code, then row): the terms' units in the score.
     n_features_in_ : int
         Number of features seen in ``fit``.
     feature_names_in_ : ndarray of str
@@ -456,6 +474,7 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         k: int = DETECTOR_K,
         relative: bool = False,
         neighbors: int = DETECTOR_NEIGHBORS,
+        input_neighbors: int = DETECTOR_INPUT_NEIGHBORS,
         contamination: float = 0.1,
         random_state: int | np.random.RandomState | None = None,
         device: str = "auto",
@@ -478,6 +497,7 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         self.k = k
         self.relative = relative
         self.neighbors = neighbors
+        self.input_neighbors = input_neighbors
         self.contamination = contamination
         self.random_state = random_state
         self.device = device
@@ -517,44 +537,61 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         check_rate(self.contamination, "contamination", 0.5, include_upper=True)
         if self.k < 1:
             raise ConfigError(f"k must be at least 1, got {self.k}")
-        if not _is_int(self.neighbors, 0):
-            raise ConfigError(
-                f"neighbors={self.neighbors!r}: give a number of latent neighbours >= 1, or 0 for the likelihood "
-                "score alone"
-            )
+        for name in ("neighbors", "input_neighbors"):
+            if not _is_int(getattr(self, name), 0):
+                raise ConfigError(
+                    f"{name}={getattr(self, name)!r}: give a number of neighbours >= 1, or 0 to leave that term out "
+                    "(both 0: the likelihood score alone)"
+                )
         X = self._check_X(X, reset=True)
         self._fit_model(X)
-        training = self._fit_neighbors(X) if self.neighbors else self._score_samples(X)
+        training = self._fit_neighbors(X) if self._n_terms() > 1 else self._score_samples(X)
         self.offset_ = float(np.percentile(training, 100.0 * self.contamination))
         return self
 
+    def _n_terms(self) -> int:
+        """Terms of the score: the likelihood, and each neighbour term in use."""
+        return 1 + bool(self.neighbors) + bool(self.input_neighbors)
+
     def _fit_neighbors(self, X: np.ndarray) -> np.ndarray:
-        """The latent term: the distinct training codes, and the centre and scale of both terms on ``X``; returns
-        ``score_samples`` of the rows of ``X`` (each term is computed once)."""
-        if len(X) <= self.neighbors:
+        """The neighbour terms: the distinct training codes and scaled rows searched, and the centre and scale of
+        every term on ``X``; returns ``score_samples`` of the rows of ``X`` (each term is computed once)."""
+        most = max(self.neighbors, self.input_neighbors)
+        if len(X) <= most:
             raise ConfigError(
-                f"neighbors={self.neighbors} needs more than {self.neighbors} training rows, and X has {len(X)}; "
-                "give fewer neighbors (0: the likelihood score alone) or more rows"
+                f"neighbors={self.neighbors} and input_neighbors={self.input_neighbors} need more than {most} "
+                f"training rows, and X has {len(X)}; give fewer (0: no neighbour term) or more rows"
             )
-        training_codes = reference = self._codes(X)
+        sample: slice | np.ndarray = slice(None)
         if len(X) > NEIGHBOR_ROWS:  # a seeded sample of the training rows: search time grows with their number
-            rows = check_random_state(self.random_state).choice(len(X), NEIGHBOR_ROWS, replace=False)
-            reference = training_codes[np.sort(rows)]
-        _, first, counts = np.unique(np.round(reference / SAME_CODE), axis=0, return_index=True, return_counts=True)
-        order = np.argsort(first)
-        self.codes_, self.code_counts_ = reference[first[order]], counts[order]
-        self.neighbors_index_ = neighbor_index(self.codes_)
-        terms = np.stack([self._likelihood_scores(X), self._latent_distances(training_codes)])
-        low, self.score_center_, high = np.percentile(terms, [25, 50, 75], axis=1)
-        spread = np.where(np.isfinite(terms).all(axis=1), terms.std(axis=1), 0.0)
-        # a term whose training values mostly tie (duplicated rows) is scaled by its standard deviation instead
-        self.score_scale_ = np.where(high > low, high - low, np.where(spread > 0, spread, 1.0))
-        return self._combined(terms)
+            sample = np.sort(check_random_state(self.random_state).choice(len(X), NEIGHBOR_ROWS, replace=False))
+        terms = [self._likelihood_scores(X)]
+        if self.neighbors:
+            training_codes = self._codes(X)
+            self.codes_, self.code_counts_ = distinct_points(training_codes[sample])
+            self.neighbors_index_ = neighbor_index(self.codes_)
+            terms.append(self._latent_distances(training_codes))
+        if self.input_neighbors:
+            training_rows = self._rows(X)
+            self.rows_, self.row_counts_ = distinct_points(training_rows[sample])
+            self.rows_index_ = row_index(self.rows_)
+            terms.append(self._row_distances(training_rows))
+        self.score_center_, self.score_scale_ = robust_units(np.stack(terms))
+        return self._combined(np.stack(terms))
 
     def _latent_distances(self, codes: np.ndarray) -> np.ndarray:
         """Mean distance from each row's code (``codes``: (n, latent_dim), from :meth:`_codes`) to the codes of its
         ``neighbors`` nearest training rows, its own row left out (:func:`vaekit.apps.neighbors.code_distances`)."""
         return code_distances(codes, self.codes_, self.code_counts_, self.neighbors_index_, self.neighbors)
+
+    def _rows(self, X: np.ndarray) -> np.ndarray:
+        """Rows of validated ``X`` as the network sees them (scaled by its preprocessing), flattened: (n, D)."""
+        return self._model_input(X).reshape(len(X), -1).cpu().numpy()
+
+    def _row_distances(self, rows: np.ndarray) -> np.ndarray:
+        """Mean distance from each scaled row (``rows``: (n, D), from :meth:`_rows`) to its ``input_neighbors``
+        nearest training rows, its own row left out, as for codes."""
+        return code_distances(rows, self.rows_, self.row_counts_, self.rows_index_, self.input_neighbors)
 
     def _likelihood_scores(self, X: np.ndarray) -> np.ndarray:
         """The model's anomaly score of each row of validated ``X`` (nats for ``iwae`` / ``elbo``)."""
@@ -564,17 +601,22 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         return finite_scores(scores)  # a row so far out that the network overflows scores the largest float
 
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
+        if self._n_terms() == 1:
+            return -self._likelihood_scores(X)
+        terms = [self._likelihood_scores(X)]
         if self.neighbors:
-            return self._combined(np.stack([self._likelihood_scores(X), self._latent_distances(self._codes(X))]))
-        return -self._likelihood_scores(X)
+            terms.append(self._latent_distances(self._codes(X)))
+        if self.input_neighbors:
+            terms.append(self._row_distances(self._rows(X)))
+        return self._combined(np.stack(terms))
 
     def _combined(self, terms: np.ndarray) -> np.ndarray:
-        """``score_samples`` from the (2, n) likelihood scores and latent distances: minus their z-scores' sum."""
+        """``score_samples`` from the (T, n) likelihood scores and distances: minus their z-scores' sum."""
         return -z_score_sum(terms, self.score_center_, self.score_scale_)
 
     def score_samples(self, X: Any) -> np.ndarray:
-        """Normality of each row: the negated anomaly score (with ``neighbors=0``: nats per example for ``iwae`` /
-        ``elbo``; otherwise the sum of the two terms' robust z-scores, see ``neighbors``).
+        """Normality of each row: the negated anomaly score (with ``neighbors=0, input_neighbors=0``: nats per
+        example for ``iwae`` / ``elbo``; otherwise the sum of the terms' robust z-scores, see ``neighbors``).
 
         Deterministic: the k posterior draws are shared by every row (see :mod:`vaekit.apps.scoring`).
 
@@ -604,9 +646,13 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         saved = SavedDetector(
             method=self.method, k=int(self.k), relative=bool(self.relative), neighbors=int(self.neighbors),
             offset=float(self.offset_), n_features=int(self.n_features_in_), feature_names=names,
+            input_neighbors=int(self.input_neighbors),
         )
         if self.neighbors:
             saved.codes, saved.counts = self.codes_, self.code_counts_
+        if self.input_neighbors:
+            saved.rows, saved.row_counts = self.rows_, self.row_counts_
+        if saved.n_terms > 1:
             saved.center, saved.scale = self.score_center_, self.score_scale_
         with atomic_dir(path) as tmp:
             write_model(self._network(), tmp, {DETECTOR_KEY: {**saved.settings(), "params": self._params()},
@@ -627,14 +673,19 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         saved = SavedDetector.read(model_dir, model.metadata)
         if saved is None or saved.n_features != model.num_dims or (
             saved.neighbors and saved.codes.shape[1] != model.latent_dim
-        ):
+        ) or (saved.input_neighbors and saved.rows.shape[1] != model.num_dims):
             raise ModelFileError(f"the detector saved in {str(model_dir)!r} does not fit its model; save it again")
         detector = cls._restored(model, model.metadata[DETECTOR_KEY], saved.n_features, saved.feature_names)
         detector.offset_ = saved.offset
+        detector.input_neighbors = saved.input_neighbors  # absent from the parameters of detectors saved before it
         if saved.neighbors:
             detector.codes_, detector.code_counts_ = saved.codes, saved.counts
-            detector.score_center_, detector.score_scale_ = saved.center, saved.scale
             detector.neighbors_index_ = neighbor_index(saved.codes)
+        if saved.input_neighbors:
+            detector.rows_, detector.row_counts_ = saved.rows, saved.row_counts
+            detector.rows_index_ = row_index(saved.rows)
+        if saved.n_terms > 1:
+            detector.score_center_, detector.score_scale_ = saved.center, saved.scale
         return detector
 
 

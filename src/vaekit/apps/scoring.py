@@ -439,19 +439,28 @@ def _check_rules(threshold: float | None, fpr: float | None, contamination: floa
 def detector_scores(model: LatentVariableModel, detector: SavedDetector, x: torch.Tensor, *, batch_size: int = 256,
                     seed: int = 0, progress: bool = False) -> np.ndarray:
     """A saved AnomalyDetector's scores (higher = more anomalous) of prepared examples ``x``: its likelihood score
-    with its own method, k and relative, and its latent-neighbour term (:mod:`vaekit.apps.neighbors`), in float64
+    with its own method, k and relative, and its neighbour terms (:mod:`vaekit.apps.neighbors`), in float64
     (``model``, the detector's network, in float64 too) as the detector scores."""
     x = x.to(model.device, torch.float64)
     scores = anomaly_scores(model, x, detector.method, k=detector.k, batch_size=batch_size, seed=seed,
                             relative=detector.relative, progress=progress)
-    return detector.anomaly_scores(finite_scores(scores), posterior_means(model, x))
+    codes = posterior_means(model, x) if detector.neighbors else np.zeros((len(x), 0))
+    rows = x.reshape(len(x), -1).cpu().numpy() if detector.input_neighbors else np.zeros((len(x), 0))
+    return detector.anomaly_scores(finite_scores(scores), codes, rows)
 
 
 def _detector_description(detector: SavedDetector) -> str:
     """What a saved detector's sum of z-scores is, for logs and tables."""
     what = SCORE_LABELS.get(detector.method, detector.method).format(k=detector.k)
     what += " relative to the saturated model" if detector.relative else ""
-    near = "nearest training code" if detector.neighbors == 1 else f"{detector.neighbors} nearest training codes"
+    distances = []
+    if detector.neighbors:
+        distances.append("nearest training code" if detector.neighbors == 1
+                         else f"{detector.neighbors} nearest training codes")
+    if detector.input_neighbors:
+        distances.append("nearest training row" if detector.input_neighbors == 1
+                         else f"{detector.input_neighbors} nearest training rows")
+    near = " and to the ".join(distances)
     return f"AnomalyDetector score: robust z-scores of the {what} and of the distance to the {near}, summed"
 
 
@@ -507,7 +516,7 @@ def score(
     model
         A model, or the path of a model or run directory. The directory of a saved
         :class:`~vaekit.apps.estimators.AnomalyDetector` is scored as that detector scores (its likelihood score
-        and latent-neighbour distance as robust z-scores, summed: :mod:`vaekit.apps.neighbors`), with its own
+        and neighbour distances as robust z-scores, summed: :mod:`vaekit.apps.neighbors`), with its own
         ``method``, ``k`` and ``relative``, in float64.
     data
         A built-in dataset (its test split) or a path; default the model's own source.
@@ -606,10 +615,10 @@ def score(
         threshold_rule=rule,
         method=method,
         k=k,
-        unit=unit if saved is None or not saved.neighbors else "z",
+        unit=unit if saved is None or saved.n_terms == 1 else "z",
         source=source,
         relative=relative if saved is None else saved.relative,
-        description=_detector_description(saved) if saved is not None and saved.neighbors else None,
+        description=_detector_description(saved) if saved is not None and saved.n_terms > 1 else None,
     )
     if out is not None and stream_out is None:
         if chunks is not None and Path(out).suffix.lower() == ".csv":
