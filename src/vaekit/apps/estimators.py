@@ -601,14 +601,26 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         return finite_scores(scores)  # a row so far out that the network overflows scores the largest float
 
     def _score_samples(self, X: np.ndarray) -> np.ndarray:
-        if self._n_terms() == 1:
-            return -self._likelihood_scores(X)
-        terms = [self._likelihood_scores(X)]
+        """Minus the anomaly score, computed as ``vaekit score`` computes a saved detector's (one function)."""
+        from vaekit.apps.scoring import detector_scores
+
+        return -detector_scores(self.model_, self._saved(), self._model_input(X))
+
+    def _saved(self) -> SavedDetector:
+        """This detector beyond its network, as :meth:`save` writes it and ``vaekit score`` scores it (sharing this
+        estimator's arrays and neighbour indices; ``offset`` is set by :meth:`save`, after ``fit`` has set it)."""
+        saved = SavedDetector(
+            method=self.method, k=int(self.k), relative=bool(self.relative), neighbors=int(self.neighbors),
+            offset=0.0, n_features=int(self.n_features_in_), feature_names=self._feature_names(),
+            input_neighbors=int(self.input_neighbors),
+        )
         if self.neighbors:
-            terms.append(self._latent_distances(self._codes(X)))
+            saved.codes, saved.counts, saved._index = self.codes_, self.code_counts_, self.neighbors_index_
         if self.input_neighbors:
-            terms.append(self._row_distances(self._rows(X)))
-        return self._combined(np.stack(terms))
+            saved.rows, saved.row_counts, saved._row_index = self.rows_, self.row_counts_, self.rows_index_
+        if saved.n_terms > 1:
+            saved.center, saved.scale = self.score_center_, self.score_scale_
+        return saved
 
     def _combined(self, terms: np.ndarray) -> np.ndarray:
         """``score_samples`` from the (T, n) likelihood scores and distances: minus their z-scores' sum."""
@@ -642,18 +654,8 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         directory that :meth:`load` reads back and that ``vaekit score`` scores as this detector does (the files:
         :mod:`vaekit.apps.neighbors`). Nothing is pickled. Returns the directory."""
         check_is_fitted(self)
-        names = self._feature_names()
-        saved = SavedDetector(
-            method=self.method, k=int(self.k), relative=bool(self.relative), neighbors=int(self.neighbors),
-            offset=float(self.offset_), n_features=int(self.n_features_in_), feature_names=names,
-            input_neighbors=int(self.input_neighbors),
-        )
-        if self.neighbors:
-            saved.codes, saved.counts = self.codes_, self.code_counts_
-        if self.input_neighbors:
-            saved.rows, saved.row_counts = self.rows_, self.row_counts_
-        if saved.n_terms > 1:
-            saved.center, saved.scale = self.score_center_, self.score_scale_
+        saved = self._saved()
+        saved.offset = float(self.offset_)
         with atomic_dir(path) as tmp:
             write_model(self._network(), tmp, {DETECTOR_KEY: {**saved.settings(), "params": self._params()},
                                                "history": self.history_})
