@@ -76,6 +76,7 @@ from vaekit.apps.neighbors import (
     robust_units,
     row_index,
     saved_feature_names_fit,
+    term_count,
     z_score_sum,
 )
 from vaekit.config import Config, DataConfig, ModelConfig, ObjectiveConfig, TrainConfig
@@ -551,7 +552,7 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
 
     def _n_terms(self) -> int:
         """Terms of the score: the likelihood, and each neighbour term in use."""
-        return 1 + bool(self.neighbors) + bool(self.input_neighbors)
+        return term_count(self.neighbors, self.input_neighbors)
 
     def _fit_neighbors(self, X: np.ndarray) -> np.ndarray:
         """The neighbour terms: the distinct training codes and scaled rows searched, and the centre and scale of
@@ -576,8 +577,9 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
             self.rows_, self.row_counts_ = distinct_points(training_rows[sample])
             self.rows_index_ = row_index(self.rows_)
             terms.append(self._row_distances(training_rows))
-        self.score_center_, self.score_scale_ = robust_units(np.stack(terms))
-        return self._combined(np.stack(terms))
+        training = np.stack(terms)
+        self.score_center_, self.score_scale_ = robust_units(training)
+        return self._combined(training)
 
     def _latent_distances(self, codes: np.ndarray) -> np.ndarray:
         """Mean distance from each row's code (``codes``: (n, latent_dim), from :meth:`_codes`) to the codes of its
@@ -680,12 +682,11 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         detector = cls._restored(model, model.metadata[DETECTOR_KEY], saved.n_features, saved.feature_names)
         detector.offset_ = saved.offset
         detector.input_neighbors = saved.input_neighbors  # absent from the parameters of detectors saved before it
+        saved.prepare()  # the neighbour indices, built as vaekit score builds them
         if saved.neighbors:
-            detector.codes_, detector.code_counts_ = saved.codes, saved.counts
-            detector.neighbors_index_ = neighbor_index(saved.codes)
+            detector.codes_, detector.code_counts_, detector.neighbors_index_ = saved.codes, saved.counts, saved._index
         if saved.input_neighbors:
-            detector.rows_, detector.row_counts_ = saved.rows, saved.row_counts
-            detector.rows_index_ = row_index(saved.rows)
+            detector.rows_, detector.row_counts_, detector.rows_index_ = saved.rows, saved.row_counts, saved._row_index
         if saved.n_terms > 1:
             detector.score_center_, detector.score_scale_ = saved.center, saved.scale
         return detector

@@ -131,6 +131,11 @@ def robust_units(terms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return center, np.where(high > low, high - low, np.where(spread > 0, spread, 1.0))
 
 
+def term_count(neighbors: int, input_neighbors: int) -> int:
+    """Terms of a detector's score: the likelihood, and each neighbour term in use (code, row)."""
+    return 1 + bool(neighbors) + bool(input_neighbors)
+
+
 @dataclass
 class SavedDetector:
     """What scores rows as a fitted AnomalyDetector does, apart from the network (see the module docstring)."""
@@ -154,8 +159,8 @@ class SavedDetector:
 
     @property
     def n_terms(self) -> int:
-        """Terms of the score: the likelihood, and each neighbour term in use."""
-        return 1 + bool(self.neighbors) + bool(self.input_neighbors)
+        """Terms of the score (:func:`term_count`)."""
+        return term_count(self.neighbors, self.input_neighbors)
 
     def _arrays(self) -> dict[str, tuple[type, int]]:
         """The arrays this detector's terms need, with their dtype and number of dimensions."""
