@@ -70,12 +70,10 @@ def vaekit_detector(x_normal: np.ndarray, x_test: np.ndarray, args: argparse.Nam
     model, x = detector.model_, torch.from_numpy(x_test.reshape(-1, 1, 28, 28)).double()
     iwae_relative = anomaly_scores(model, x, "iwae", k=args.k, relative=True).numpy()
     saturated = SATURATED.get("bernoulli")(model, x).numpy()  # -sum_d H(x_d): relative = plain + saturated
-    distances = detector._latent_distances(detector._codes(x_test))
-    two_terms = np.stack([iwae_relative, distances])
-    center, scale = detector.score_center_[:2, None], detector.score_scale_[:2, None]
+    terms = detector.score_terms(x_test)  # z-scores: likelihood, code distance, row distance
     return {
-        f"vaekit iwae k={args.k} relative + nearest code + nearest image": -detector.score_samples(x_test),
-        f"vaekit iwae k={args.k} relative + nearest code": ((two_terms - center) / scale).sum(axis=0),
+        f"vaekit iwae k={args.k} relative + nearest code + nearest image": terms.sum(axis=1),
+        f"vaekit iwae k={args.k} relative + nearest code": terms[:, :2].sum(axis=1),
         f"vaekit iwae k={args.k} relative": iwae_relative,
         f"vaekit iwae k={args.k} plain": iwae_relative - saturated,
         f"vaekit elbo k={args.elbo_k} relative": anomaly_scores(model, x, "elbo", k=args.elbo_k, relative=True).numpy(),

@@ -368,6 +368,16 @@ def test_the_row_term_is_the_distance_to_the_nearest_scaled_training_row(no_figu
     for x in (train, new):
         expected = two(x) - (distances(x) - median) / (high - low)
         np.testing.assert_allclose(detector.score_samples(x), expected, rtol=1e-6, atol=1e-6)
+        # score_terms: each term's z-score, summing to the score; the row term is the brute-force one
+        terms = detector.score_terms(x)
+        assert terms.shape == (len(x), 3)
+        np.testing.assert_allclose(terms.sum(axis=1), -detector.score_samples(x), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(terms[:, 2], (distances(x) - median) / (high - low), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(terms[:, :2], codes_only.score_terms(x), rtol=1e-9, atol=1e-9)
+    assert detector.term_names_ == ["likelihood", "code distance", "row distance"]
+    alone = clone(detector).set_params(neighbors=0, input_neighbors=0).fit(train)
+    assert alone.term_names_ == ["likelihood"]
+    np.testing.assert_array_equal(alone.score_terms(new)[:, 0], -alone.score_samples(new))  # nats, as they are
 
 
 def test_neighbours_of_a_large_training_set_are_a_seeded_sample(monkeypatch: pytest.MonkeyPatch,

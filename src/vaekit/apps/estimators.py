@@ -642,6 +642,29 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         check_is_fitted(self)
         return self._score_samples(self._check_X(X, reset=False))
 
+    def score_terms(self, X: Any) -> np.ndarray:
+        """What each term of the score makes of each row, to see why a row is flagged: the terms' robust z-scores
+        (higher = more anomalous), one column per name in :attr:`term_names_` (``likelihood``, ``code distance``,
+        ``row distance``: those in use), summing to ``-score_samples(X)``; with ``neighbors=0,
+        input_neighbors=0`` the one column is the likelihood score itself (nats for ``iwae`` / ``elbo``).
+
+        Returns
+        -------
+        np.ndarray
+            (n_samples, n_terms) float64.
+        """
+        from vaekit.apps.scoring import detector_terms
+
+        check_is_fitted(self)
+        return detector_terms(self.model_, self._saved(), self._model_input(self._check_X(X, reset=False)))
+
+    @property
+    def term_names_(self) -> list[str]:
+        """The columns of :meth:`score_terms`: ``likelihood``, then ``code distance`` and ``row distance`` when in
+        use."""
+        check_is_fitted(self)
+        return self._saved().term_names
+
     def decision_function(self, X: Any) -> np.ndarray:
         """``score_samples(X) - offset_``: negative for outliers, positive for inliers. (n_samples,)."""
         return self.score_samples(X) - self.offset_

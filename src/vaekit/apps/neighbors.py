@@ -115,10 +115,16 @@ def finite_scores(scores: torch.Tensor) -> np.ndarray:
     return np.nan_to_num(scores.double().numpy(), nan=np.inf).clip(max=np.finfo(np.float64).max)
 
 
+def z_scores(terms: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """The robust z-scores (T, n) of the (T, n) terms (likelihood scores, then distances)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # an overflowed likelihood score stays the largest
+        return (terms - center[:, None]) / scale[:, None]
+
+
 def z_score_sum(terms: np.ndarray, center: np.ndarray, scale: np.ndarray) -> np.ndarray:
     """The anomaly score from the (T, n) terms (likelihood scores, then distances): their robust z-scores' sum."""
-    with np.errstate(over="ignore", invalid="ignore"):  # an overflowed likelihood score stays the largest
-        scores = ((terms - center[:, None]) / scale[:, None]).sum(axis=0)
+    with np.errstate(invalid="ignore"):
+        scores = z_scores(terms, center, scale).sum(axis=0)
     return np.nan_to_num(scores, nan=np.inf)
 
 
@@ -236,12 +242,23 @@ class SavedDetector:
             self._row_index = row_index(self.rows)
         return self
 
+    @property
+    def term_names(self) -> list[str]:
+        """What each term of the score is, in order: ``likelihood``, then ``code distance`` and ``row distance``
+        when in use."""
+        return ["likelihood"] + ["code distance"] * bool(self.neighbors) + ["row distance"] * bool(self.input_neighbors)
+
     def anomaly_scores(self, likelihood: np.ndarray, codes: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """The detector's score (higher = more anomalous) of rows with likelihood scores ``likelihood`` (n,) (from
         :func:`finite_scores`), codes ``codes`` (n, L) and prepared (scaled) values ``rows`` (n, D): the z-score sum
         of the terms in use, or the likelihood alone (no neighbour term)."""
         if self.n_terms == 1:
             return likelihood
+        return z_score_sum(self.terms(likelihood, codes, rows), self.center, self.scale)
+
+    def terms(self, likelihood: np.ndarray, codes: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The (T, n) terms of the score before their z-scores (arguments as :meth:`anomaly_scores`): the likelihood
+        scores, then the distances to the nearest training codes and rows, those in use."""
         for name, given, saved in (("codes", codes, self.codes), ("rows", rows, self.rows)):
             if saved.size and given.shape[1] != saved.shape[1]:
                 raise ModelFileError(
@@ -254,7 +271,7 @@ class SavedDetector:
             terms.append(code_distances(codes, self.codes, self.counts, self._index, self.neighbors))
         if self.input_neighbors:
             terms.append(code_distances(rows, self.rows, self.row_counts, self._row_index, self.input_neighbors))
-        return z_score_sum(np.stack(terms), self.center, self.scale)
+        return np.stack(terms)
 
 
 def _count(value: object, lower: int) -> bool:

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vaekit.apps.neighbors import DETECTOR_KEY, SavedDetector, finite_scores, posterior_means
+from vaekit.apps.neighbors import DETECTOR_KEY, SavedDetector, finite_scores, posterior_means, z_scores
 from vaekit.apps.streaming import set_chunks, stream_scores, table_chunks, write_csv_in_chunks
 from vaekit.apps.writers import check_output
 from vaekit.config import Config
@@ -441,12 +441,46 @@ def detector_scores(model: LatentVariableModel, detector: SavedDetector, x: torc
     """A saved AnomalyDetector's scores (higher = more anomalous) of prepared examples ``x``: its likelihood score
     with its own method, k and relative, and its neighbour terms (:mod:`vaekit.apps.neighbors`), in float64
     (``model``, the detector's network, in float64 too) as the detector scores."""
+    return detector.anomaly_scores(*_detector_inputs(model, detector, x, batch_size, seed, progress))
+
+
+def detector_terms(model: LatentVariableModel, detector: SavedDetector, x: torch.Tensor, *, batch_size: int = 256,
+                   seed: int = 0, progress: bool = False) -> np.ndarray:
+    """What each term adds to :func:`detector_scores` (arguments the same): (n, T), the terms' robust z-scores in
+    the order of ``detector.term_names``, which sum to the score; with one term, the likelihood score itself."""
+    inputs = _detector_inputs(model, detector, x, batch_size, seed, progress)
+    if detector.n_terms == 1:
+        return inputs[0][:, None]
+    return z_scores(detector.terms(*inputs), detector.center, detector.scale).T
+
+
+def _detector_inputs(model: LatentVariableModel, detector: SavedDetector, x: torch.Tensor, batch_size: int,
+                     seed: int, progress: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The likelihood scores (n,), codes (n, L) and flattened rows (n, D) a detector's terms are computed from
+    (empty (n, 0) codes or rows without their term)."""
     x = x.to(model.device, torch.float64)
     scores = anomaly_scores(model, x, detector.method, k=detector.k, batch_size=batch_size, seed=seed,
                             relative=detector.relative, progress=progress)
     codes = posterior_means(model, x) if detector.neighbors else np.zeros((len(x), 0))
     rows = x.reshape(len(x), -1).cpu().numpy() if detector.input_neighbors else np.zeros((len(x), 0))
-    return detector.anomaly_scores(finite_scores(scores), codes, rows)
+    return finite_scores(scores), codes, rows
+
+
+def _calibration_data(model: LatentVariableModel, calibrate: str | None, data_dir: str | None, seed: int, *,
+                      detector: bool) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """The held-out normal examples an ``fpr`` threshold is a quantile of, their labels and what they are: those
+    of ``calibrate``, or the model's validation split (refused for a saved detector, which keeps none, and for a
+    conditional model, which needs labels)."""
+    if calibrate is not None:
+        x_cal, y_cal, cal_source, _ = model_data(model, calibrate, data_dir, seed)
+        return x_cal, y_cal, f"{len(x_cal)} held-out normal examples of {cal_source}"
+    if detector:
+        raise ConfigError("a saved AnomalyDetector keeps no validation split; pass held-out normal rows "
+                          "with --calibrate (calibrate=), or use --threshold or --contamination")
+    if model.num_classes:
+        raise ConfigError("a conditional model needs labelled calibration data; pass --calibrate")
+    x_cal, what = _validation_split(model, data_dir, seed)
+    return x_cal, None, what
 
 
 def _detector_description(detector: SavedDetector) -> str:
@@ -576,17 +610,7 @@ def score(
     if threshold is not None:
         rule = f"threshold={threshold:g} (given)"
     elif fpr is not None:
-        if calibrate is None:
-            if saved is not None:
-                raise ConfigError("a saved AnomalyDetector keeps no validation split; pass held-out normal rows "
-                                  "with --calibrate (calibrate=), or use --threshold or --contamination")
-            if model.num_classes:
-                raise ConfigError("a conditional model needs labelled calibration data; pass --calibrate")
-            x_cal, what = _validation_split(model, data_dir, seed)
-            y_cal = None
-        else:
-            x_cal, y_cal, cal_source, _ = model_data(model, calibrate, data_dir, seed)
-            what = f"{len(x_cal)} held-out normal examples of {cal_source}"
+        x_cal, y_cal, what = _calibration_data(model, calibrate, data_dir, seed, detector=saved is not None)
         threshold = quantile_threshold(scores_of(x_cal, y_cal), fpr)
         rule = f"fpr={fpr:g} on {what}"
     chunks = table_chunks(model, data)  # a table file: read and scored chunk by chunk, never whole
