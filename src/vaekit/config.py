@@ -433,7 +433,8 @@ class TrainConfig:
         clipping, exceeds this value: rare exploding batches of deep hierarchies (as in VDVAE); 0 disables it.
     ema
         Decay of an exponential moving average of the weights (e.g. 0.999), used for validation and written
-        as the best and last models; the optimiser keeps training the raw weights. 0 disables it.
+        as the best and last models; the optimiser keeps training the raw weights, whose buffers (running
+        statistics such as BN-VAE's) the averaged model carries as they are. 0 disables it.
     max_bad_steps
         Stop training after this many consecutive updates skipped for a non-finite loss or gradient.
     patience

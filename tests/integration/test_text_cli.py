@@ -137,6 +137,25 @@ def test_resume_replays_a_bucketed_run_exactly(corpus: Path, tmp_path: Path) -> 
         assert torch.equal(a, b), name
 
 
+def test_weight_averaging_keeps_the_running_statistics_of_the_trained_weights(corpus: Path, tmp_path: Path) -> None:
+    # train.ema averages the weights; BN-VAE's batch-norm statistics are not weights: the averaged model validates,
+    # saves and evaluates with the trained model's, which a run without averaging (the same updates) ends with
+    overrides = [*SMALL, "model.latent_dim=3", "train.epochs=2"]
+    configs = {name: resolve_config(get_preset("ptb"), overrides=[*overrides, f"train.ema={ema}"],
+                                    data={"source": str(corpus)}) for name, ema in (("plain", 0.0), ("ema", 0.5))}
+    for name, config in configs.items():
+        train(config, tmp_path / name)
+    plain, averaged = (load(tmp_path / name / "last") for name in configs)
+    buffers = dict(plain.named_buffers())
+    assert any("running_var" in name for name in buffers)
+    for name, value in averaged.named_buffers():
+        assert torch.equal(value, buffers[name]), name
+        if "running_var" in name:
+            assert not torch.equal(value, torch.ones_like(value))  # moved from its starting value
+    weights = dict(plain.named_parameters())
+    assert any(not torch.equal(value, weights[name]) for name, value in averaged.named_parameters())
+
+
 def test_the_http_api_takes_and_returns_strings(runs: dict[str, Path], tmp_path: Path) -> None:
     pytest.importorskip("fastapi")
     from fastapi.testclient import TestClient

@@ -271,6 +271,7 @@ class _Run:
     params: list[torch.nn.Parameter]
     ema_params: list[torch.Tensor]
     progress: bool
+    ema_buffers: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (EMA copy, raw model's)
     feed: Feed = field(init=False)
     val_feed: Feed = field(init=False)
     total_steps: int = field(init=False)
@@ -344,6 +345,7 @@ def _setup(config: Config, bundle: DataBundle, ctx: Context, out: Path, progress
     return _Run(
         config=config, ctx=ctx, out=out, parts=Trainables(model, optimizer, generators, ema), step_fn=step_fn,
         params=params, ema_params=[] if ema is None else [p.detach() for p in ema.parameters()], progress=progress,
+        ema_buffers=[] if ema is None else list(zip(ema.buffers(), model.buffers(), strict=True)),
     )
 
 
@@ -436,6 +438,8 @@ def _update(run: _Run, state: State, x: torch.Tensor, y: torch.Tensor | None, el
     if run.ema_params:
         with torch.no_grad():
             torch._foreach_lerp_(run.ema_params, [p.detach() for p in run.params], 1.0 - tc.ema)
+            for ema_buffer, buffer in run.ema_buffers:  # running statistics (BN-VAE's) are the raw model's
+                ema_buffer.copy_(buffer)
     state.bad_in_row = 0
     return loss_value
 
