@@ -95,6 +95,35 @@ def test_contamination_and_npy_are_written_at_the_end(run: Path, tmp_path: Path,
     np.testing.assert_allclose(records.scores, result.scores)
 
 
+def test_text_labels_are_numbered_as_in_training_in_every_file_and_chunk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # labels "fraud" / "normal" are numbered 0 / 1 by the training file; the model keeps that numbering, so a file
+    # of normal rows alone, every chunk of a streamed file and a whole-read file all write normal as 1
+    train = transactions(300, 3)
+    train["label"] = np.where(train["label"] == 1, "fraud", "normal")
+    train.to_csv(tmp_path / "train.csv", index=False)
+    run = tmp_path / "run"
+    assert main(["train", "--preset", "tabular", "--data", str(tmp_path / "train.csv"), "--out", str(run),
+                 "--epochs", "1", "--quiet", *TINY]) == 0
+    assert vaekit.load(run).preprocessing.label_classes == ("fraud", "normal")
+    monkeypatch.setattr(tables, "CHUNK_ROWS", 50)
+    new = transactions(120, 4)
+    new["label"] = "normal"
+    new.loc[[60, 119], "label"] = ["fraud", "theft"]  # a class the model never saw: -1, with a warning
+    new.to_csv(tmp_path / "new.csv", index=False)
+    expected = np.ones(120)
+    expected[[60, 119]] = [0, -1]
+    for out in (tmp_path / "streamed.csv", tmp_path / "whole.npy"):
+        assert main(["score", str(run), "--data", str(tmp_path / "new.csv"), "--k", "2", "--out", str(out),
+                     "--quiet"]) == 0
+        got = read_scores(out)["label"] if out.suffix == ".csv" else np.load(out)["label"]
+        np.testing.assert_array_equal(got, expected)
+    prep = vaekit.load(run).preprocessing
+    np.testing.assert_array_equal(load_examples(str(tmp_path / "new.csv"), prep).labels, expected)  # read whole
+    assert "not among the 2 classes of the training labels (fraud, normal); they are -1 (not a class): theft" in (
+        caplog.text)
+
+
 def _one_line_error(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     code = main(list(argv))
     err = capsys.readouterr().err

@@ -55,7 +55,7 @@ def table_chunks(model: LatentVariableModel, data: str | None, rows: int | None 
 
     def chunks() -> Iterator[Chunk]:
         for raw, labels in iter_table(Path(source).expanduser(), prep.columns, prep.label_column, prep.categories,
-                                      rows or tables.CHUNK_ROWS):
+                                      rows or tables.CHUNK_ROWS, prep.label_classes):
             x = torch.from_numpy(prep.apply(raw)).to(model.device)
             y = None if labels is None else torch.from_numpy(labels).to(model.device)
             yield x, y

@@ -43,20 +43,42 @@ class RawData:
     image_size: tuple[int, int] | None = None
     channels: int | None = None
     categories: tuple[tuple[str, tuple[str, ...]], ...] | None = None  # tables: one-hot encoded string columns
+    label_classes: tuple[str, ...] | None = None  # text labels: the values their numbers stand for (as_labels)
 
 
-def as_labels(y: Any, n: int, where: str) -> np.ndarray:
-    """Labels as int64: integers as they are, anything else numbered by its sorted unique values."""
+def fit_label_classes(y: Any) -> tuple[str, ...] | None:
+    """The classes labels ``y`` are numbered by: ``None`` for integer labels (used as they are), otherwise their
+    sorted distinct values as text, which a model stores so that every file read for it numbers them alike."""
+    y = np.asarray(y)
+    if y.dtype.kind in "iub" or (y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y))):
+        return None
+    return tuple(np.unique(y.astype(str)).tolist())
+
+
+def as_labels(y: Any, n: int, where: str, classes: tuple[str, ...] | None = None) -> np.ndarray:
+    """Labels as int64: integers as they are, anything else numbered by ``classes`` (the model's, from
+    `fit_label_classes` of its training labels; by default those of ``y`` itself). A value that is not one of
+    ``classes`` becomes -1, with a warning (a conditional model refuses it)."""
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != n:
         raise DataError(f"labels in {where} have shape {y.shape} for {n} examples; give one per example")
-    if y.dtype.kind in "iub":
-        return y.astype(np.int64)
-    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
-        return y.astype(np.int64)
-    classes, inverse = np.unique(y.astype(str), return_inverse=True)
-    logger.info("labels in %s numbered by sorted value: %s", where, dict(enumerate(classes.tolist())))
-    return inverse.astype(np.int64)
+    own = fit_label_classes(y)
+    if classes is None:
+        if own is None:
+            return y.astype(np.int64)
+        classes = own
+        logger.info("labels in %s numbered by sorted value: %s", where, dict(enumerate(classes)))
+    if not classes:
+        return np.full(n, -1, dtype=np.int64)
+    values, known = y.astype(str), np.asarray(classes)
+    position = np.minimum(np.searchsorted(known, values), len(known) - 1)
+    found = known[position] == values
+    if not found.all():
+        unseen = sorted(set(values[~found].tolist()))
+        logger.warning("%d labels in %s are not among the %d classes of the training labels (%s); they are -1 (not "
+                       "a class): %s", int((~found).sum()), where, len(known), ", ".join(classes[:10]),
+                       ", ".join(unseen[:5]))
+    return np.where(found, position, -1).astype(np.int64)
 
 
 def scan_values(x: np.ndarray, where: str, chunk_bytes: int = CHUNK_BYTES) -> tuple[str, float]:

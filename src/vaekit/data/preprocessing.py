@@ -59,6 +59,9 @@ class Preprocessing:
         Tables: for each string (categorical) column of :attr:`columns`, ``(column, categories)``: the column is
         one-hot encoded over these values, in this order (:mod:`vaekit.data.tables`), an unseen value as all
         zeros; ``None`` when every column is numeric.
+    label_classes
+        Tables with text labels: the label values in the order they are numbered 0, 1, ... (sorted), so every file
+        read for the model numbers its labels alike (a value not among them is -1); ``None`` for integer labels.
     """
 
     shape: tuple[int, ...]
@@ -74,6 +77,7 @@ class Preprocessing:
     data_dir: str | None = None
     scaling: str = "standard"
     categories: tuple[tuple[str, tuple[str, ...]], ...] | None = None
+    label_classes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.scaling not in SCALINGS:
@@ -119,10 +123,10 @@ class Preprocessing:
         return np.ascontiguousarray(x.reshape(len(raw), *self.shape))
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (tuples become lists); ``scaling`` and ``categories`` only when not their defaults, so
-        files of models that use neither stay readable by older vaekit versions."""
+        """A JSON-ready dict (tuples become lists); ``scaling``, ``categories`` and ``label_classes`` only when not
+        their defaults, so files of models that use none of them stay readable by older vaekit versions."""
         d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-        for name, default in (("scaling", "standard"), ("categories", None)):
+        for name, default in (("scaling", "standard"), ("categories", None), ("label_classes", None)):
             if d.get(name, default) == default:
                 d.pop(name, None)
         return d
@@ -138,7 +142,7 @@ class Preprocessing:
             )
         if "shape" not in d or "kind" not in d:
             raise DataError("stored preprocessing lacks 'shape' or 'kind'; the model file is incomplete")
-        tuples = ("shape", "mean", "std", "columns", "image_size")
+        tuples = ("shape", "mean", "std", "columns", "image_size", "label_classes")
         kwargs: dict[str, Any] = {k: tuple(v) if k in tuples and v is not None else v for k, v in d.items()}
         if kwargs.get("categories") is not None:
             kwargs["categories"] = tuple((str(c), tuple(map(str, values))) for c, values in kwargs["categories"])

@@ -53,6 +53,7 @@ class ReadOptions:
     columns: tuple[str, ...] | None = None
     label_column: str | None = None
     categories: tuple[tuple[str, tuple[str, ...]], ...] | None = None  # tables: the model's string columns
+    label_classes: tuple[str, ...] | None = None  # tables: the model's text labels, in the order they are numbered
 
 
 class Reader(Protocol):
@@ -157,7 +158,7 @@ def _read_npz(path: Path, options: ReadOptions) -> RawData:
 
 
 def _read_table(path: Path, options: ReadOptions) -> RawData:
-    return read_table(path, options.columns, options.label_column, options.categories)
+    return read_table(path, options.columns, options.label_column, options.categories, options.label_classes)
 
 
 def _read_images(path: Path, options: ReadOptions) -> RawData:

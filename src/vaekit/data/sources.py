@@ -119,7 +119,7 @@ class _FileSource:
         grayscale = None if preprocessing.channels is None else preprocessing.channels == 1
         options = ReadOptions(image_size=preprocessing.image_size, grayscale=grayscale,
                               columns=preprocessing.columns, label_column=preprocessing.label_column,
-                              categories=preprocessing.categories)
+                              categories=preprocessing.categories, label_classes=preprocessing.label_classes)
         return _for_model(read_path(source, options), source, preprocessing)
 
 
@@ -224,6 +224,7 @@ def split(raw: RawData, test: RawData | None, cfg: DataConfig) -> DataBundle:
         image_size=raw.image_size, channels=raw.channels, source=raw.source, label_column=raw.label_column,
         data_dir=cfg.data_dir if raw.source in DATASETS else None,
         scaling=cfg.scaling if mean is not None else "standard", categories=raw.categories,
+        label_classes=raw.label_classes,
     )
     seed = cfg.seed if cfg.binarize == "static" else None
     bundle = DataBundle(

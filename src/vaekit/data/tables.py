@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from vaekit.data.arrays import RawData, as_labels
+from vaekit.data.arrays import RawData, as_labels, fit_label_classes
 from vaekit.errors import DataError
 from vaekit.extras import import_optional, install_hint
 
@@ -182,7 +182,7 @@ def _check_columns(names: list[str], columns: tuple[str, ...], label_column: str
 
 
 def read_table(path: Path, columns: tuple[str, ...] | None = None, label_column: str | None = None,
-               categories: Categories | None = None) -> RawData:
+               categories: Categories | None = None, label_classes: tuple[str, ...] | None = None) -> RawData:
     """A whole table as :class:`RawData` (see the module docstring).
 
     Parameters
@@ -196,6 +196,9 @@ def read_table(path: Path, columns: tuple[str, ...] | None = None, label_column:
         The column of labels, or ``None``.
     categories
         The model's categories (with ``columns``).
+    label_classes
+        The model's label classes (with ``columns``): text labels are numbered by them, as in training
+        (:func:`vaekit.data.arrays.as_labels`); for training they are fitted to the label column.
 
     Raises
     ------
@@ -208,6 +211,7 @@ def read_table(path: Path, columns: tuple[str, ...] | None = None, label_column:
     table = _read_frame(path)
     names = [str(c) for c in table.columns]
     table.columns = names
+    fitting = columns is None
     if columns is None:
         if label_column is not None and label_column not in names:
             raise DataError(f"label column {label_column!r} not in {where}; columns: {', '.join(names)}")
@@ -221,12 +225,17 @@ def read_table(path: Path, columns: tuple[str, ...] | None = None, label_column:
     x = encode_frame(table, columns, categories, where)  # (N, D)
     labels = None
     if label_column is not None and label_column in names:
-        labels = as_labels(table[label_column].to_numpy(), len(x), where)
-    return RawData(x, labels, (x.shape[1],), "real", 1.0, str(path), columns, label_column, categories=categories)
+        values = table[label_column].to_numpy()
+        if fitting:
+            label_classes = fit_label_classes(values)
+        labels = as_labels(values, len(x), where, label_classes)
+    return RawData(x, labels, (x.shape[1],), "real", 1.0, str(path), columns, label_column, categories=categories,
+                   label_classes=label_classes)
 
 
 def iter_table(path: Path, columns: tuple[str, ...], label_column: str | None, categories: Categories | None,
-               rows: int = CHUNK_ROWS) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+               rows: int = CHUNK_ROWS, label_classes: tuple[str, ...] | None = None,
+               ) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
     """A model's table read ``rows`` rows at a time, never whole (pyarrow's streaming readers).
 
     Yields
@@ -251,7 +260,7 @@ def iter_table(path: Path, columns: tuple[str, ...], label_column: str | None, c
             x = encode_frame(table, columns, categories, where, done)
             labels = None
             if label_column is not None and label_column in names:
-                labels = as_labels(table[label_column].to_numpy(), len(x), where)
+                labels = as_labels(table[label_column].to_numpy(), len(x), where, label_classes)
             done += len(x)
             yield x, labels
     except (pa.ArrowInvalid, OSError) as exc:
