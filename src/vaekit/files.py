@@ -150,6 +150,23 @@ def _old_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.old")
 
 
+def check_replaceable(path: str | Path, marker: str, what: str) -> None:
+    """Refuse ``path`` as the target of :func:`atomic_dir` (which replaces a directory whole) unless it is absent, an
+    empty directory or a directory holding ``marker``, a file of an earlier ``what``: a folder of other files, or a
+    file, is never deleted to make room.
+
+    Raises
+    ------
+    OutputError
+        ``path`` is a file, or a directory that is neither empty nor an earlier ``what``.
+    """
+    path = Path(path)
+    if path.exists() and not (path.is_dir() and (not any(path.iterdir()) or (path / marker).is_file())):
+        kind = "a directory" if path.is_dir() else "a file"
+        raise OutputError(f"{str(path)!r} is {kind} that is not {what} (no {marker}), and saving replaces the whole "
+                          "directory; pass a new or empty directory, or an earlier one to replace")
+
+
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory beside ``path``; on success it replaces ``path``.

@@ -223,9 +223,18 @@ def test_saving_is_atomic_and_refuses_an_unfitted_detector(saved: tuple[AnomalyD
     assert not (tmp_path / "nothing").exists()
     target = tmp_path / "again"
     target.mkdir()
-    (target / "old.txt").write_text("replaced whole")
-    detector.save(target)
-    assert not (target / "old.txt").exists() and (target / DETECTOR_NAME).is_file()
+    (target / "notes.txt").write_text("not a model")
+    for other in (target, tmp_path / "table.csv"):  # a folder of other files, a file: refused, left as they were
+        if other.suffix:
+            other.write_text("a,b\n1,2\n")
+        with pytest.raises(OutputError, match="is a (directory|file) that is not a saved model"):
+            detector.save(other)
+    assert (target / "notes.txt").read_text() == "not a model" and (tmp_path / "table.csv").read_text() == "a,b\n1,2\n"
+    (target / "notes.txt").unlink()
+    detector.save(target)  # an empty folder
+    (target / "old.txt").write_text("inside an earlier save")
+    VAETransformer(**{k: v for k, v in SETTINGS.items() if k != "k"}).fit(np.random.default_rng(0).normal(size=(64, 4))).save(target)  # an earlier save
+    assert not (target / "old.txt").exists() and not (target / DETECTOR_NAME).exists()  # replaced whole
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary directory left
     (tmp_path / "file").write_text("")
     with pytest.raises(OutputError):

@@ -85,9 +85,9 @@ from vaekit.data.arrays import array_source
 from vaekit.data.preprocessing import SCALINGS
 from vaekit.data.sources import split
 from vaekit.errors import ConfigError, DataError, ModelFileError
-from vaekit.files import atomic_dir
+from vaekit.files import atomic_dir, check_replaceable
 from vaekit.models import LatentVariableModel
-from vaekit.models.serialization import write_model
+from vaekit.models.serialization import CONFIG_NAME, write_model
 from vaekit.training import train
 
 logger = logging.getLogger(__name__)
@@ -681,6 +681,7 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         check_is_fitted(self)
         saved = self._saved()
         saved.offset = float(self.offset_)
+        check_replaceable(path, CONFIG_NAME, "a saved model")
         with atomic_dir(path) as tmp:
             write_model(self._network(), tmp, {DETECTOR_KEY: {**saved.settings(), "params": self._params()},
                                                "history": self.history_})
@@ -856,6 +857,7 @@ class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _VAEEsti
         check_is_fitted(self)
         settings = {"params": self._params(), "n_features": int(self.n_features_in_),
                     "feature_names": self._feature_names()}
+        check_replaceable(path, CONFIG_NAME, "a saved model")
         with atomic_dir(path) as tmp:
             write_model(self._network(), tmp, {TRANSFORMER_KEY: settings, "history": self.history_})
         return Path(path)

@@ -27,7 +27,7 @@ from vaekit._version import __version__
 from vaekit.config import Config
 from vaekit.data.preprocessing import preprocessing_from_dict
 from vaekit.errors import ConfigError, ModelFileError
-from vaekit.files import atomic_dir, save_tensors
+from vaekit.files import atomic_dir, check_replaceable, save_tensors
 from vaekit.models.contract import LatentVariableModel
 from vaekit.models.families import build_model, family_name
 
@@ -58,6 +58,7 @@ def save_model(model: LatentVariableModel, path: str | Path, extra: dict[str, An
     extra
         More JSON-ready metadata (training config, metrics).
     """
+    check_replaceable(path, CONFIG_NAME, "a saved model")
     with atomic_dir(path) as tmp:
         write_model(model, tmp, extra)
     return Path(path)
