@@ -233,3 +233,24 @@ def test_padding_never_reaches_the_likelihood(runs: dict[str, Path]) -> None:
         full = model.decode(z).log_prob(x)
         short = model.decode(z).log_prob(x[:, :3])
     torch.testing.assert_close(full, short, rtol=0, atol=0)
+
+
+def test_sentence_scores_are_the_importance_weighted_bound_of_real_valued_draws(runs: dict[str, Path],
+                                                                                corpus: Path) -> None:
+    # token ids are integers; the k draws eps ~ N(0, I) must stay real (they were once cast to the ids' type)
+    from vaekit.apps.scoring import anomaly_scores
+    from vaekit.data import load_examples
+
+    model = load(runs["vae"] / "best").eval()
+    x = load_examples(str(corpus / "ptb.test.txt"), model.preprocessing).tensor()[:12]
+    assert not x.is_floating_point()
+    k, seed = 7, 3
+    eps = torch.randn(k, model.latent_dim, generator=torch.Generator().manual_seed(seed))  # as scoring draws them
+    with torch.no_grad():
+        qz_x, pz = model.encode(x), model.prior()
+        z = qz_x.mean + qz_x.stddev * eps[:, None, :]  # (k, B, L)
+        log_px_z = torch.stack([model.decode(z_i).log_prob(x) for z_i in z])
+        log_w = log_px_z + pz.log_prob(z) - qz_x.log_prob(z)  # (k, B)
+    expected = -(torch.logsumexp(log_w, 0) - math.log(k))
+    got = anomaly_scores(model, x, "iwae", k=k, seed=seed)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)

@@ -230,7 +230,8 @@ def anomaly_scores(
     model.eval()
     model.check_input(x)
     generator = torch.Generator().manual_seed(seed)
-    noise = torch.randn(k, model.latent_dim, generator=generator).to(model.device, x.dtype)  # (k, L), shared
+    dtype = x.dtype if x.is_floating_point() else next(model.parameters()).dtype  # token ids (text) are integers
+    noise = torch.randn(k, model.latent_dim, generator=generator).to(model.device, dtype)  # (k, L), shared
     scores = []
     starts = range(0, len(x), batch_size)
     for start in tqdm(starts, desc=f"score ({method}, k={k})", disable=not progress, leave=False, unit="batch"):
