@@ -254,3 +254,13 @@ def test_sentence_scores_are_the_importance_weighted_bound_of_real_valued_draws(
     expected = -(torch.logsumexp(log_w, 0) - math.log(k))
     got = anomaly_scores(model, x, "iwae", k=k, seed=seed)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize(("verb", "out"), [("plot-latent", "m.png"), ("reconstruct", "r.txt"), ("interpolate", "i.txt"),
+                                           ("traverse", "t.txt"), ("embed", "e.npy"), ("probe", None)])
+def test_a_language_model_is_refused_by_the_verbs_of_latent_codes(
+        runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], verb: str, out: str | None) -> None:
+    code = main([verb, str(runs["lm"]), *(("--out", str(tmp_path / out)) if out else ())])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "has no latent variable (model.latent_dim=0" in err[0], err
+    assert list(tmp_path.iterdir()) == []

@@ -24,7 +24,7 @@ import torch
 from vaekit.errors import ConfigError, OutputError
 from vaekit.extras import import_optional
 from vaekit.files import atomic_write_bytes, csv_bytes, npy_bytes
-from vaekit.models import LatentVariableModel, as_model
+from vaekit.models import LatentVariableModel, with_latents
 from vaekit.models.inputs import data_labels, examples_for
 
 logger = logging.getLogger(__name__)
@@ -94,7 +94,7 @@ def embed(
         raise OutputError(f"cannot write embeddings to {str(out)!r}; use a file ending in {', '.join(FORMATS)}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-    model = as_model(model)
+    model = with_latents(model, "embed into")
     model.eval()
     examples = examples_for(model, data, data_dir)
     mus, log_vars = [], []

@@ -19,7 +19,7 @@ import torch
 
 from vaekit.apps.writers import Layout, check_output, write_examples
 from vaekit.errors import ConfigError
-from vaekit.models import LatentVariableModel, as_model
+from vaekit.models import LatentVariableModel, with_latents
 from vaekit.models.inputs import check_index, data_labels, decode_labels, examples_for, posterior_means
 from vaekit.registry import Registry
 
@@ -153,7 +153,7 @@ def interpolate(
     INTERPOLATIONS.get(method)
     if steps < 2:
         raise ConfigError(f"steps must be at least 2 (both end points), got {steps}")
-    model = as_model(model)
+    model = with_latents(model, "interpolate along")
     png = check_output(model, out) if out is not None else None
     y = decode_labels(model, label, steps)  # (steps,) or None; checked before any data is read
     examples = examples_for(model, data, data_dir)

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from vaekit.apps.writers import check_output
 from vaekit.errors import ConfigError
-from vaekit.models import LatentVariableModel, as_model
+from vaekit.models import LatentVariableModel, with_latents
 from vaekit.models.inputs import data_labels, examples_for, posterior_means
 from vaekit.plots import pyplot, save_figure
 from vaekit.registry import Registry
@@ -146,7 +146,7 @@ def plot_latent(
         raise ConfigError(f"max_points must be at least 1, got {max_points}; or None to plot every example")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-    model = as_model(model)
+    model = with_latents(model, "map")
     examples = examples_for(model, data, data_dir)
     rows = np.arange(len(examples))
     if max_points is not None and max_points < len(rows):

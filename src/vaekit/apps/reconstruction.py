@@ -15,7 +15,7 @@ import torch
 
 from vaekit.apps.writers import Layout, check_output, write_examples
 from vaekit.errors import ConfigError
-from vaekit.models import LatentVariableModel, as_model
+from vaekit.models import LatentVariableModel, with_latents
 from vaekit.models.inputs import data_labels, examples_for
 from vaekit.plots import interleave_rows
 
@@ -68,7 +68,7 @@ def reconstruct(
     """
     if n < 1:
         raise ConfigError(f"n must be at least 1, got {n}")
-    model = as_model(model)
+    model = with_latents(model, "reconstruct from")
     png = check_output(model, out) if out is not None else None
     model.eval()
     examples = examples_for(model, data, data_dir)

@@ -18,7 +18,7 @@ import torch
 
 from vaekit.apps.writers import Layout, check_output, write_examples
 from vaekit.errors import ConfigError
-from vaekit.models import LatentVariableModel, as_model
+from vaekit.models import LatentVariableModel, with_latents
 from vaekit.models.inputs import check_index, data_labels, decode_labels, examples_for, posterior_means
 
 DEFAULT_MAX_DIMS = 10
@@ -107,7 +107,7 @@ def traverse(
         raise ConfigError(f"steps must be at least 2, got {steps}")
     if not span > 0:
         raise ConfigError(f"span must be positive, got {span}")
-    model = as_model(model)
+    model = with_latents(model, "traverse")
     png = check_output(model, out) if out is not None else None
     model.eval()
     latent_dim = model.latent_dim

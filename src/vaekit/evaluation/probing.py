@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vaekit.errors import ConfigError, DataError
-from vaekit.models import LatentVariableModel, as_model
+from vaekit.models import LatentVariableModel, with_latents
 from vaekit.models.inputs import posterior_means
 
 logger = logging.getLogger(__name__)
@@ -179,7 +179,7 @@ def probe(
         raise ConfigError(f"k_neighbors must be at least 1, got {k_neighbors}")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
-    model = as_model(model)
+    model = with_latents(model, "probe")
     if model.num_classes:
         raise ConfigError(
             "probe measures the label information in the codes, but this conditional model encodes x given its "

@@ -19,7 +19,7 @@ from vaekit.models.contract import ContractExample, LatentVariableModel
 from vaekit.models.families import FAMILIES, build_model, family_name
 from vaekit.models.hierarchical import HierarchicalVAE
 from vaekit.models.posteriors import DiagonalGaussian, Posterior
-from vaekit.models.serialization import as_model, load, save_model
+from vaekit.models.serialization import as_model, load, save_model, with_latents
 from vaekit.models.vae import VAE
 
 __all__ = [
@@ -35,4 +35,5 @@ __all__ = [
     "family_name",
     "load",
     "save_model",
+    "with_latents",
 ]

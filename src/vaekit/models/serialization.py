@@ -172,3 +172,20 @@ def as_model(model: LatentVariableModel | str | Path) -> LatentVariableModel:
     if isinstance(model, LatentVariableModel):
         return model
     return load(model, device="cuda" if torch.cuda.is_available() else None)
+
+
+def with_latents(model: LatentVariableModel | str | Path, what: str) -> LatentVariableModel:
+    """:func:`as_model`, refused for a model without a latent variable (``model.latent_dim=0``: the language-model
+    baseline of the text presets), which has nothing to ``what`` (e.g. "reconstruct from").
+
+    Raises
+    ------
+    ConfigError
+        The model has no latent variable.
+    """
+    model = as_model(model)
+    if model.latent_dim == 0:
+        raise ConfigError(f"this model has no latent variable (model.latent_dim=0: a language model) to {what}; use "
+                          "a model with latents (for text, a sentence VAE such as the ptb preset)")
+    return model
+
