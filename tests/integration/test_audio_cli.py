@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from vaekit.cli.main import main
+from vaekit.models import load as vaekit_load
 
 sf = pytest.importorskip("soundfile")
 pytest.importorskip("librosa")
@@ -134,6 +135,18 @@ def test_bad_audio_folders_are_one_line_errors_and_leave_no_run(tmp_path: Path,
     code, _, err = run(capsys, "train", "--data", str(folder), "--out", str(tmp_path / "run"), *SETTINGS)
     one_line_error(code, err, "length 0", "1_bob_9.wav")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_stray_array_is_skipped_and_bernoulli_on_spectrograms_is_refused_before_training(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = write_clips(tmp_path / "clips", takes=2)
+    np.save(folder / "arr.npy", np.zeros(3))  # one array among 12 clips: still a folder of clips, the array skipped
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(folder), "--out", str(out), "--epochs", "1", "--quiet", *SETTINGS]) == 0
+    assert vaekit_load(out).preprocessing.kind == "audio"
+    code, _, err = run(capsys, "train", "--data", str(folder), "--out", str(tmp_path / "bernoulli"), "--epochs", "1")
+    one_line_error(code, err, "Bernoulli likelihood needs data in [0, 1]", "log-mel spectrograms", "--preset fsdd")
+    assert not (tmp_path / "bernoulli").exists()
 
 
 def test_audio_model_with_image_data_and_image_model_with_audio(clips: Path, conditional_run: Path, tmp_path: Path,

@@ -357,6 +357,9 @@ def test_a_failed_start_does_not_block_the_run_dir(tmp_path, tiny_config):
         train(tiny_config("model.likelihood=poisson"), out)
     with pytest.raises(DataError):
         train(tiny_config(f"data.source={tmp_path / 'missing.npy'}"), out)
+    with pytest.raises(DataError, match=r"span 0\.\.9, outside 0\.\.0"):  # found when the data meet the model
+        train(tiny_config("model.num_classes=1"), out)
+    assert not out.exists()
     result = train(tiny_config("train.epochs=1"), out)
     assert len(result.metrics) == 1
 

@@ -51,13 +51,16 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from vaekit.config import DataConfig
 from vaekit.data.arrays import array_shape, scan_values
+from vaekit.data.audio import AUDIO_SUFFIXES
 from vaekit.data.examples import DataBundle, ExampleSet
 from vaekit.data.preprocessing import Preprocessing, uniform_hash
-from vaekit.data.readers import numpy_file_errors
+from vaekit.data.readers import IMAGE_SUFFIXES, numpy_file_errors
 from vaekit.data.scaling import check_scaling, robust_from_sample, sample_step
 from vaekit.data.sources import SOURCES
 from vaekit.errors import DataError
 from vaekit.extras import import_optional
+
+MEDIA_SUFFIXES = (*AUDIO_SUFFIXES, *IMAGE_SUFFIXES)  # a folder mostly of these is not a folder of shards
 
 logger = logging.getLogger(__name__)
 
@@ -627,7 +630,12 @@ class _ShardSource:
     priority = 10
 
     def matches(self, source: str) -> bool:
-        return bool(source) and bool(shard_files(source))
+        """A folder of shards, unless it holds as many clips or images as shards (a stray array among them)."""
+        shards = shard_files(source) if source else []
+        if not shards:
+            return False
+        media = sum(p.suffix.lower() in MEDIA_SUFFIXES for p in Path(source).expanduser().iterdir())
+        return len(shards) > media
 
     def load(self, cfg: DataConfig) -> DataBundle:
         return load_sharded(cfg)

@@ -123,7 +123,8 @@ def split_labels(examples: ExampleSet | ShardedExamples, config: Config, device:
     if examples.labels is None:
         raise DataError(
             f"model.num_classes={num_classes} makes the model conditional, but {config.data.source!r} has no "
-            "labels; use labelled data (digits, mnist, a table with data.label_column, ...) or model.num_classes=0"
+            "labels; use labelled data (digits, mnist, a table with data.label_column, audio files named by "
+            "data.labels_from, ...) or model.num_classes=0"
         )
     labels = torch.as_tensor(examples.labels, dtype=torch.long)
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):

@@ -123,10 +123,13 @@ def clip_and_check(params: list[torch.nn.Parameter], max_norm: float, skip_above
 
 def check_data(config: Config, bundle: DataBundle, ctx: Context) -> None:
     """Refuse data the configured model cannot train on, before anything is written."""
-    if config.model.likelihood == "bernoulli" and bundle.preprocessing.kind == "real":
+    kind = bundle.preprocessing.kind
+    if config.model.likelihood == "bernoulli" and kind in ("real", "audio"):
+        what, preset = ("log-mel spectrograms (standardized dB)", "--preset fsdd") if kind == "audio" else (
+            "real values", "the tabular preset")
         raise DataError(
-            f"the Bernoulli likelihood needs data in [0, 1], but {config.data.source!r} holds real values; "
-            "use model.likelihood=gaussian (or the tabular preset)"
+            f"the Bernoulli likelihood needs data in [0, 1], but {config.data.source!r} holds {what}; "
+            f"use model.likelihood=gaussian (or {preset})"
         )
     if math.prod(bundle.preprocessing.shape) == 0:
         raise DataError(
@@ -304,7 +307,9 @@ def _train(
     has_state = bool(distributed.all_reduce_sum(ctx, [float(has_state)])[0]) if ctx.distributed else has_state
     run = _setup(config, bundle, ctx, out, progress)
     state = _resume(run) if has_state else State(world_size=ctx.world_size)
-    run.attach_data(bundle, first_epoch=state.epoch)
+    run.attach_data(bundle, first_epoch=state.epoch)  # checks the labels against the model
+    if ctx.is_main and not (out / "config.json").exists():
+        checkpoints.write_run_config(config, out)  # only now: bad config, data or model leaves no run directory
     _choose_threads(run, state)
     stopped_early = False
     while state.epoch < config.train.epochs:
@@ -319,7 +324,7 @@ def _train(
 
 
 def _setup(config: Config, bundle: DataBundle, ctx: Context, out: Path, progress: bool) -> _Run:
-    """Seed, build the model, optimizer, EMA copy and generators; write ``config.json`` (rank 0)."""
+    """Seed, build the model, optimizer, EMA copy and generators."""
     tc = config.train
     model_config = config_for_data(config.model, bundle.preprocessing)  # settings a family takes from its data
     weights = count_parameters(model_config, bundle.preprocessing.shape)
@@ -328,8 +333,6 @@ def _setup(config: Config, bundle: DataBundle, ctx: Context, out: Path, progress
     torch.manual_seed(tc.seed)
     model = build_model(model_config, bundle.preprocessing.shape).to(ctx.device)
     model.preprocessing = bundle.preprocessing
-    if ctx.is_main and not (out / "config.json").exists():
-        checkpoints.write_run_config(config, out)  # only now: bad config, data or model leaves no run directory
     params = list(model.parameters())
     optimizer = schedules.make_optimizer(params, config)
     ema = copy.deepcopy(model) if tc.ema > 0 else None  # evaluated and saved in place of the raw weights
