@@ -218,3 +218,15 @@ def test_latents_fitted_without_a_fitted_density_is_one_line(cvae_run: Path, tmp
     code, _, err = run(capsys, "sample", cvae_run, "--latents", "fitted", "--out", tmp_path / "s.png")
     assert_one_line_error(code, err, "no fitted latent density", "--latents prior")
     assert not (tmp_path / "s.png").exists()
+
+
+def test_an_fpr_threshold_of_a_conditional_model_scores_its_labelled_validation_split(cvae_run: Path) -> None:
+    from vaekit.apps.scoring import anomaly_scores, quantile_threshold, score
+
+    result = score(str(cvae_run), fpr=0.1, k=4)
+    model = vaekit.load(cvae_run)
+    val = load_data(resolve_config(get_preset("digits"), overrides=["model.num_classes=10"]).data).val
+    x, y = val.tensor(), torch.as_tensor(val.labels)
+    expected = quantile_threshold(anomaly_scores(model, x, "iwae", k=4, y=y).double().numpy(), 0.1)
+    assert result.threshold == pytest.approx(expected, rel=1e-6)
+    assert "validation split of digits" in result.threshold_rule

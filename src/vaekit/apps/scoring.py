@@ -393,8 +393,10 @@ def plot_score_histogram(result: ScoreResult, path: str | Path, *, bins: int = 5
     return save_figure(fig, path)
 
 
-def _validation_split(model: LatentVariableModel, data_dir: str | None, seed: int) -> tuple[torch.Tensor, str]:
-    """The model's validation split (held out from training), rebuilt from the training config it carries."""
+def _validation_split(model: LatentVariableModel, data_dir: str | None, seed: int
+                      ) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """The model's validation split (held out from training) and its labels (``None`` without), rebuilt from the
+    training config it carries."""
     config_dict = model.metadata.get("training", {}).get("config")
     source = (config_dict or {}).get("data", {}).get("source")
     if not config_dict or not source or source == "array":
@@ -413,7 +415,8 @@ def _validation_split(model: LatentVariableModel, data_dir: str | None, seed: in
     x = examples.tensor()
     if data_config.binarize == "dynamic":  # one seeded draw, like the evaluation data
         x = torch.bernoulli(x, generator=torch.Generator().manual_seed(seed))
-    return x, f"{len(x)} held-out normal examples (the validation split of {source})"
+    y = None if val.labels is None else torch.as_tensor(val.labels, dtype=torch.long)
+    return x, y, f"{len(x)} held-out normal examples (the validation split of {source})"
 
 
 def _check_rules(threshold: float | None, fpr: float | None, contamination: float | None, calibrate: str | None,
@@ -471,17 +474,17 @@ def _calibration_data(model: LatentVariableModel, calibrate: str | None, data_di
                       detector: bool) -> tuple[torch.Tensor, torch.Tensor | None, str]:
     """The held-out normal examples an ``fpr`` threshold is a quantile of, their labels and what they are: those
     of ``calibrate``, or the model's validation split (refused for a saved detector, which keeps none, and for a
-    conditional model, which needs labels)."""
+    conditional model without labels)."""
     if calibrate is not None:
         x_cal, y_cal, cal_source, _ = model_data(model, calibrate, data_dir, seed)
         return x_cal, y_cal, f"{len(x_cal)} held-out normal examples of {cal_source}"
     if detector:
         raise ConfigError("a saved AnomalyDetector keeps no validation split; pass held-out normal rows "
                           "with --calibrate (calibrate=), or use --threshold or --contamination")
-    if model.num_classes:
+    x_cal, y_cal, what = _validation_split(model, data_dir, seed)
+    if model.num_classes and y_cal is None:
         raise ConfigError("a conditional model needs labelled calibration data; pass --calibrate")
-    x_cal, what = _validation_split(model, data_dir, seed)
-    return x_cal, None, what
+    return x_cal, y_cal, what
 
 
 def _detector_description(detector: SavedDetector) -> str:
