@@ -255,6 +255,12 @@ def test_serve_gives_the_detector_score_on_request(saved: tuple[AnomalyDetector,
         body = client.post("/v1/score", json={"x": new.tolist(), "raw": True, "method": "detector"}).json()
         assert body["method"] == "detector" and body["k"] == 4 and body["unit"] == "z"
         np.testing.assert_allclose(body["scores"], -detector.score_samples(tables[1]), rtol=1e-6, atol=1e-6)
+        far = new[:2].copy()
+        far[0, 0] = 1e30  # its z-score passes float32's range: answered as a number, not null
+        far_body = client.post("/v1/score", json={"x": far.tolist(), "raw": True, "method": "detector"}).json()
+        expected = -detector.score_samples(pd.DataFrame(far, columns=COLUMNS))
+        assert expected[0] > np.finfo(np.float32).max and None not in far_body["scores"]
+        np.testing.assert_allclose(far_body["scores"], expected, rtol=1e-6)
         plain = client.post("/v1/score", json={"x": new.tolist(), "raw": True, "k": 4}).json()
         assert plain["unit"] == "nats" and not np.allclose(plain["scores"], body["scores"])  # the network's IWAE
         refused = client.post("/v1/score", json={"x": new.tolist(), "raw": True, "method": "detector",

@@ -499,7 +499,8 @@ def _add_generative_routes(app: Any, service: Service, schemas: SimpleNamespace)
             scores = service.score(x, service.labels(body.y, len(x)), body.method, body.k, body.unit)
             detector = service.detector if body.method == "detector" else None  # its own k; a sum of z-scores
             k, unit = (body.k, body.unit) if detector is None else (detector.k, "z" if detector.n_terms > 1 else "nats")
-            return schemas.ScoreResponse(scores=array_out(scores, body.output), method=body.method, k=k, unit=unit)
+            return schemas.ScoreResponse(scores=array_out(scores, body.output, "float64"), method=body.method, k=k,
+                                         unit=unit)
 
         return await _run(_rows(body.x) * body.k, work)
 

@@ -213,11 +213,13 @@ def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else f"{text[:limit]}..."
 
 
-def array_out(array: np.ndarray, output: str) -> list[Any] | str:
-    """A float32 array as nested lists or base64 ``.npy``; non-finite values are a 422 (JSON cannot hold them)."""
+def array_out(array: np.ndarray, output: str, dtype: str = "float32") -> list[Any] | str:
+    """An array as ``dtype`` (float32; scores are float64, whose range a detector's z-scores may need) in nested lists
+    or base64 ``.npy``; non-finite values are a 422 (JSON cannot hold them)."""
+    with np.errstate(over="ignore"):
+        array = np.asarray(array).astype(dtype, copy=False)
     if not np.isfinite(array).all():
         raise RequestError("body", "the model gives non-finite values for this input; send values of ordinary size")
-    array = array.astype(np.float32, copy=False)
     return base64.b64encode(npy_bytes(array)).decode() if output == "npy" else array.tolist()
 
 
