@@ -173,3 +173,25 @@ def test_an_all_constant_column_trains_and_scores(tmp_path: Path) -> None:
     assert np.isfinite(scores).all()
     np.testing.assert_array_equal(scores[:199], same[:199])
     assert scores[199] > same[199] + 1  # the row off the constant value is less likely
+
+
+def test_finite_values_beyond_float32_are_refused_by_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 1e39 is finite in float64 and infinite in float32, where the model computes: a one-line error naming the
+    # value, never "NaN or infinite values" after training on infinities
+    from vaekit.errors import DataError
+    from vaekit.estimators import AnomalyDetector
+
+    table = transactions(200, 5).drop(columns="channel")
+    table.loc[7, "amount"] = 1e39
+    table.to_csv(tmp_path / "huge.csv", index=False)
+    assert main(["train", "--preset", "tabular", "--data", str(tmp_path / "huge.csv"), "--out",
+                 str(tmp_path / "run"), "--epochs", "1", *TINY]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "column 'amount'" in err[0] and "beyond float32's range" in err[0] and "row 7" in err[0]
+    assert not (tmp_path / "run").exists()
+    x = table.drop(columns="label").to_numpy()
+    with pytest.raises(DataError, match="beyond float32's range"):
+        AnomalyDetector(max_steps=5).fit(x)
+    detector = AnomalyDetector(max_steps=5, epochs=1).fit(np.delete(x, 7, axis=0))
+    with pytest.raises(DataError, match=r"beyond float32's range \(\+-3.4e38; first 1e\+39, example 7\)"):
+        detector.score_samples(x)

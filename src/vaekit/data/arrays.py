@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 CHUNK_BYTES = 64 << 20  # arrays are scanned and standardized this many bytes at a time
 LARGE_VALUE = 1e12  # warn above this magnitude (float32 keeps about 7 digits)
 FEW_EXAMPLES = 50  # warn when the training split is smaller
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # larger finite values would become infinite in the model
 
 
 @dataclass
@@ -103,6 +104,11 @@ def scan_values(x: np.ndarray, where: str, chunk_bytes: int = CHUNK_BYTES) -> tu
     if bad:
         raise DataError(
             f"{where} holds {bad} NaN or infinite values (first in example {first}); clean or impute them"
+        )
+    if max(-lo, hi) > FLOAT32_MAX:
+        raise DataError(
+            f"{where} holds values beyond float32's range (+-3.4e38; from {lo:g} to {hi:g}), which the model computes "
+            "in; rescale them (e.g. their logarithm) or drop those examples"
         )
     if binary:
         return "binary", 1.0

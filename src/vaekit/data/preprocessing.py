@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from vaekit.data.arrays import FLOAT32_MAX
 from vaekit.errors import DataError
 from vaekit.registry import Registry
 
@@ -112,7 +113,16 @@ class Preprocessing:
         np.ndarray
             float32 ``(N, *shape)``: divided by :attr:`scale`, standardized, reshaped.
         """
-        x = np.asarray(raw, dtype=np.float32).reshape(len(raw), -1)  # (N, D)
+        raw = np.asarray(raw)
+        if raw.dtype.kind == "f" and raw.dtype.itemsize > 4:
+            huge = np.isfinite(raw) & (np.abs(raw) > FLOAT32_MAX)
+            if huge.any():
+                first = np.argwhere(huge)[0]
+                raise DataError(
+                    f"{int(huge.sum())} values lie beyond float32's range (+-3.4e38; first {raw[tuple(first)]:g}, "
+                    f"example {first[0]}), which the model computes in; rescale those features or drop the examples"
+                )
+        x = raw.astype(np.float32).reshape(len(raw), -1)  # (N, D)
         if self.scale != 1.0:
             x = x / np.float32(self.scale)
         if self._mean_std is not None:

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from vaekit.data.arrays import RawData, as_labels, fit_label_classes
+from vaekit.data.arrays import FLOAT32_MAX, RawData, as_labels, fit_label_classes
 from vaekit.errors import DataError
 from vaekit.extras import import_optional, install_hint
 
@@ -161,6 +161,14 @@ def encode_frame(table: Any, columns: tuple[str, ...], categories: Categories | 
             raise DataError(
                 f"column {c!r} of {where} holds {int(bad.sum())} missing (NaN) or infinite values (first in row "
                 f"{first_row + first}); impute them (e.g. with the column's median) or drop those rows"
+            )
+        huge = np.abs(values) > FLOAT32_MAX
+        if huge.any():
+            first = int(np.flatnonzero(huge)[0])
+            raise DataError(
+                f"column {c!r} of {where} holds {int(huge.sum())} values beyond float32's range (+-3.4e38; first "
+                f"{values[first]:g} in row {first_row + first}), which the model computes in; rescale the column "
+                "(e.g. its logarithm) or drop those rows"
             )
         blocks.append(values.astype(np.float32)[:, None])
     if unseen:
