@@ -222,6 +222,8 @@ def test_estimators_leave_no_run_directory(tmp_path: Path, monkeypatch: pytest.M
     [
         (AnomalyDetector(**TINY, contamination=0.7), None, ConfigError, r"contamination=0.7 is outside its range"),
         (AnomalyDetector(**TINY, method="lof"), None, ConfigError, "unknown anomaly score 'lof'"),
+        (AnomalyDetector(**dict(TINY, k=2.5)), None, ConfigError, r"k=2.5: give a whole number of importance"),
+        (AnomalyDetector(**dict(TINY, k=0)), None, ConfigError, r"k=0: give a whole number of importance"),
         (VAETransformer(**dict(TINY, likelihood="poisson")), None, ConfigError, "unknown likelihood 'poisson'"),
         (VAETransformer(**TINY), np.ones((1, 4)), DataError, "1 sample"),
         (VAETransformer(**dict(TINY, epochs=0)), None, ConfigError, "epochs=0: give 'auto'"),
@@ -244,6 +246,12 @@ def test_estimators_leave_no_run_directory(tmp_path: Path, monkeypatch: pytest.M
 def test_bad_settings_fail_in_fit(estimator: Any, x: np.ndarray | None, error: type, match: str) -> None:
     with pytest.raises(error, match=match):
         estimator.fit(np.random.default_rng(0).normal(size=(20, 4)) if x is None else x)
+
+
+def test_numpy_numbers_are_settings_like_any_other(no_figures: None) -> None:
+    x = np.random.default_rng(0).normal(size=(40, 4))
+    detector = AnomalyDetector(**dict(TINY, k=np.int64(3)), contamination=np.float32(0.25)).fit(x)
+    assert (detector.predict(x) == -1).sum() == 10  # a quarter of the training rows flagged
 
 
 @pytest.mark.parametrize("kind", ["transformer", "detector"])

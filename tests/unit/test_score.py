@@ -177,7 +177,7 @@ def test_quantile_threshold_flags_the_asked_fraction() -> None:
     scores = np.random.default_rng(0).normal(size=10_000)
     for rate in (0.01, 0.05, 0.2):
         assert (scores > quantile_threshold(scores, rate)).mean() == pytest.approx(rate, abs=1e-3)
-    with pytest.raises(DataError, match="no scores to calibrate"):
+    with pytest.raises(DataError, match="no examples to compute a threshold from"):
         quantile_threshold(np.zeros(0), 0.1)
 
 

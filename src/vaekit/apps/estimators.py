@@ -536,8 +536,8 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         if self.relative and self.method == "recon":
             raise ConfigError("relative=True applies to the likelihood scores (iwae, elbo), not to method='recon'")
         check_rate(self.contamination, "contamination", 0.5, include_upper=True)
-        if self.k < 1:
-            raise ConfigError(f"k must be at least 1, got {self.k}")
+        if not _is_int(self.k, 1):
+            raise ConfigError(f"k={self.k!r}: give a whole number of importance samples >= 1")
         for name in ("neighbors", "input_neighbors"):
             if not _is_int(getattr(self, name), 0):
                 raise ConfigError(

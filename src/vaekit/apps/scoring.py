@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
+import textwrap
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,7 +264,8 @@ def _saturated_fn(model: LatentVariableModel, method: str) -> SaturatedFn:
 # -- thresholds ---------------------------------------------------------------------------------------------
 def check_rate(value: float, name: str, upper: float = 1.0, *, include_upper: bool = False) -> float:
     """``value`` as a float if it lies in (0, upper) (or (0, upper] with ``include_upper``); ConfigError if not."""
-    inside = isinstance(value, (int, float)) and (0.0 < value < upper or (include_upper and value == upper))
+    real = isinstance(value, numbers.Real) and not isinstance(value, bool)  # numpy floats too
+    inside = real and (0.0 < value < upper or (include_upper and value == upper))
     if not inside:
         closing = "]" if include_upper else ")"
         raise ConfigError(f"{name}={value!r} is outside its range (0, {upper:g}{closing}; give a fraction such as 0.05")
@@ -281,7 +284,8 @@ def quantile_threshold(scores: np.ndarray, rate: float) -> float:
     """
     scores = np.asarray(scores, dtype=np.float64)
     if scores.size == 0:
-        raise DataError("no scores to calibrate a threshold on; give a non-empty calibration set")
+        raise DataError("no examples to compute a threshold from (the data, or the calibration data, is empty); "
+                        "give a non-empty set")
     return float(np.quantile(scores, 1.0 - rate))
 
 
@@ -373,7 +377,7 @@ def plot_score_histogram(result: ScoreResult, path: str | Path, *, bins: int = 5
     bins
         Number of equal-width bins over the range of the scores.
     """
-    path = check_output(None, path)
+    path = check_output(None, path, option="--histogram")
     plt = pyplot()
     scores = result.scores
     edges = np.histogram_bin_edges(scores[np.isfinite(scores)], bins=bins)
@@ -385,7 +389,7 @@ def plot_score_histogram(result: ScoreResult, path: str | Path, *, bins: int = 5
         ax.hist(scores[~flagged], bins=edges, color="tab:blue", alpha=0.7, label=f"normal ({int((~flagged).sum())})")
         ax.hist(scores[flagged], bins=edges, color="tab:red", alpha=0.7, label=f"flagged ({int(flagged.sum())})")
         ax.axvline(float(result.threshold), color="black", linestyle="--", label="threshold")  # type: ignore[arg-type]
-    ax.set_xlabel(result.score_name)
+    ax.set_xlabel(textwrap.fill(result.score_name, 80), fontsize=9)  # a detector's description is long
     ax.set_ylabel("examples")
     ax.set_title(f"anomaly scores of {result.source}", fontsize=10)
     ax.legend()
@@ -437,7 +441,7 @@ def _check_rules(threshold: float | None, fpr: float | None, contamination: floa
     if out is not None and Path(out).suffix.lower() not in OUTPUT_FORMATS:
         raise OutputError(f"cannot write scores to {str(out)!r}; use a file ending in {', '.join(OUTPUT_FORMATS)}")
     if histogram is not None:
-        check_output(None, histogram)
+        check_output(None, histogram, option="--histogram")
 
 
 def detector_scores(model: LatentVariableModel, detector: SavedDetector, x: torch.Tensor, *, batch_size: int = 256,
@@ -503,7 +507,8 @@ def _detector_description(detector: SavedDetector) -> str:
 
 
 def _with_detector(model: LatentVariableModel | str | Path, method: str | None, k: int | None, unit: str,
-                   relative: bool, detector: bool) -> tuple[LatentVariableModel, SavedDetector | None]:
+                   relative: bool, detector: bool, seed: int | None = None,
+                   ) -> tuple[LatentVariableModel, SavedDetector | None]:
     """The model to score and, when ``model`` is the directory of a saved AnomalyDetector (and ``detector``), that
     detector, with the network in float64 as the detector scores. A model object saved as a detector is refused
     (its neighbours are in its directory), and so is a setting of the likelihood score given for a detector."""
@@ -516,12 +521,12 @@ def _with_detector(model: LatentVariableModel | str | Path, method: str | None, 
     saved = SavedDetector.read(find_model_dir(model), loaded.metadata) if detector else None
     if saved is None:
         return loaded, None
-    given = [name for name, value in (("--method", method), ("--k", k)) if value is not None]
+    given = [name for name, value in (("--method", method), ("--k", k), ("--seed", seed)) if value is not None]
     given += ["--relative"] * relative + ["--unit bits"] * (unit == "bits")
     if given:
         raise ConfigError(
             f"{str(model)!r} is a saved AnomalyDetector, which scores with its own settings ({saved.method}, "
-            f"k={saved.k}); drop {', '.join(given)}, or add --likelihood-only (detector=False) to score its "
+            f"k={saved.k}, seed 0); drop {', '.join(given)}, or add --likelihood-only (detector=False) to score its "
             "network's likelihood alone"
         )
     return loaded.double(), saved
@@ -542,7 +547,7 @@ def score(
     calibrate: str | None = None,
     histogram: str | Path | None = None,
     batch_size: int = 256,
-    seed: int = 0,
+    seed: int | None = None,
     relative: bool = False,
     progress: bool = False,
     detector: bool = True,
@@ -559,8 +564,9 @@ def score(
     data
         A built-in dataset (its test split) or a path; default the model's own source.
     method, k, unit, batch_size, seed, relative, progress
-        As :func:`anomaly_scores` (with a threshold from ``fpr``, the calibration data is scored too); ``method``
-        and ``k`` default to ``iwae`` and 100.
+        As :func:`anomaly_scores` (with a threshold from ``fpr``, the calibration data is scored too); ``method``,
+        ``k`` and ``seed`` default to ``iwae``, 100 and 0. A saved detector scores with its own (its seed is 0, as
+        it scored its training rows): giving any of them for it is refused.
     detector
         ``False``: score a saved detector's network by its likelihood alone, like any model.
     data_dir
@@ -597,7 +603,8 @@ def score(
         ``out`` not ending in ``.csv`` / ``.npy``, ``histogram`` not ending in ``.png``, or unwritable paths.
     """
     _check_rules(threshold, fpr, contamination, calibrate, out, histogram)
-    model, saved = _with_detector(model, method, k, unit, relative, detector)
+    model, saved = _with_detector(model, method, k, unit, relative, detector, seed)
+    seed = 0 if seed is None else seed
     method, k = (saved.method, saved.k) if saved is not None else (method or "iwae", 100 if k is None else k)
 
     def scores_of(x: torch.Tensor, y: torch.Tensor | None, show: bool = progress) -> np.ndarray:

@@ -76,14 +76,15 @@ def writer_for(model: LatentVariableModel) -> ExampleWriter:
     return WRITERS.get(model.modality())
 
 
-def check_output(model: LatentVariableModel | None, out: str | Path, suffixes: tuple[str, ...] = (".png",)) -> Path:
+def check_output(model: LatentVariableModel | None, out: str | Path, suffixes: tuple[str, ...] = (".png",),
+                 option: str = "--out") -> Path:
     """``out`` as a Path, or OutputError unless it ends in one of the suffixes the model's writer writes (or
-    ``suffixes`` before the model is loaded)."""
+    ``suffixes`` before the model is loaded); the message names the command-line ``option`` that gave it."""
     out = Path(out)
     allowed = writer_for(model).suffixes if model is not None else suffixes
     if out.suffix.lower() not in allowed:
         names = " or ".join(f"NAME{suffix}" for suffix in allowed)
-        raise OutputError(f"output {str(out)!r} must be a {'/'.join(allowed)} file; pass --out {names}")
+        raise OutputError(f"output {str(out)!r} must be a {'/'.join(allowed)} file; pass {option} {names}")
     return out
 
 

@@ -89,7 +89,8 @@ def _register_score(commands: Commands) -> None:
     p.add_argument("--calibrate", metavar="NAME_OR_PATH", help="held-out normal data for --fpr")
     p.add_argument("--out", metavar="FILE", help="FILE.csv or FILE.npy: index, label, score, decision")
     p.add_argument("--histogram", metavar="FILE.png", help="histogram of the scores, normal vs flagged")
-    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the posterior samples (default 0)")
+    p.add_argument("--seed", type=int, metavar="S", help="seed of the posterior samples (default 0; a saved "
+                                                          "AnomalyDetector uses its own)")
     p.add_argument("--likelihood-only", action="store_true",
                    help="a saved AnomalyDetector: score its network's likelihood alone (--method, --k), not the "
                         "detector's sum of z-scores")
