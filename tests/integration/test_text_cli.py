@@ -179,6 +179,12 @@ def test_the_http_api_takes_and_returns_strings(runs: dict[str, Path], tmp_path:
         assert ignored.status_code == 422  # only /v1/text/sample draws at a temperature: never silently ignored
         bad = client.post("/v1/text/encode", json={"sentences": [""]})
         assert bad.status_code == 422 and "empty" in bad.text
+        empty_b = client.post("/v1/text/interpolate", json={"a": "the cat", "b": "", "steps": 3})
+        assert empty_b.status_code == 422 and empty_b.json()["detail"][0]["loc"] == ["body", "b"]
+        surrogate = '{"sentences": ["the \\ud800 cat"]}'  # JSON's escape of half a UTF-16 pair: not text
+        for route in ("encode", "score", "reconstruct"):
+            answer = client.post(f"/v1/text/{route}", content=surrogate, headers={"content-type": "application/json"})
+            assert answer.status_code == 422 and "lone UTF-16 surrogate" in answer.text, answer.text
     with TestClient(create_app(runs["lm"] / "best")) as client:
         refused = client.post("/v1/text/interpolate", json={"a": "the cat", "b": "the dog"})
         assert refused.status_code == 422 and "no latent variable" in refused.text
@@ -213,6 +219,11 @@ def test_bad_input_is_refused_in_one_line(
     np.save(array, np.zeros((2, 11), dtype=np.float32))
     refused(["evaluate", str(runs["vae"]), "--data", str(array), "--quiet"], "is not text")
     refused(["text", "interpolate", str(runs["lm"]), "a", "b"], "no latent variable")
+    refused(["evaluate", str(runs["vae"]), "--data", str(tmp_path / "missing"), "--quiet"],
+            "text source '" + str(tmp_path / "missing") + "' not found: no such file or folder")
+    refused(["evaluate", str(runs["vae"]), "--samples", "10", "--quiet"], "a text model has none: drop --samples")
+    for limit in ("0", "-1"):
+        refused(["text", "shuffle-auroc", str(runs["vae"]), "--limit", limit], "limit must be at least 1")
     refused(["score", str(runs["vae"]), "--relative", "--quiet"], "not a registered likelihood")
     refused(["score", str(runs["vae"]), "--method", "recon", "--quiet"], "not a registered likelihood")
     refused(["compress", str(runs["vae"]), str(corpus / "ptb.test.txt"), "-o", str(tmp_path / "c.vkz")],
@@ -264,3 +275,15 @@ def test_a_language_model_is_refused_by_the_verbs_of_latent_codes(
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "has no latent variable (model.latent_dim=0" in err[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_word(runs: dict[str, Path], tmp_path: Path) -> None:
+    from vaekit.data import load_examples
+
+    prep = load(runs["vae"] / "best").preprocessing
+    plain, marked = tmp_path / "plain.txt", tmp_path / "marked.txt"
+    plain.write_text("the cat saw the dog\nthe old dog\n")
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    a, b = (load_examples(str(path), prep) for path in (plain, marked))
+    assert torch.equal(a.tensor(), b.tensor()) and b.stats.oov == 0
+

@@ -254,6 +254,8 @@ def shuffle_auroc(
     the first sentences only."""
     from sklearn.metrics import roc_auc_score
 
+    if limit is not None and limit < 1:
+        raise ConfigError(f"limit must be at least 1 (sentences scored), got {limit}")
     model = as_model(model)
     model.eval()
     record = text_record(model)

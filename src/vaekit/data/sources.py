@@ -104,8 +104,9 @@ class _FileSource:
     def _check_exists(source: str) -> None:
         if not Path(source).expanduser().exists():
             raise DataError(missing_source(
-                source, f"not a built-in dataset ({', '.join(DATASETS)}) and no such file or folder; supported "
-                f"files: {supported()}"
+                source, f"not a built-in dataset ({', '.join(DATASETS)}) and no such file or folder (relative paths "
+                f"are read from {str(Path.cwd())!r}); supported: {supported()}, text (a .txt file or a folder of "
+                "train/valid/test .txt files), audio (a folder of .wav/.flac/.ogg clips)"
             ))
 
     def load(self, cfg: DataConfig) -> DataBundle:

@@ -100,6 +100,7 @@ def read_lines(path: str | Path) -> tuple[list[str], int]:
         raise DataError(f"text file {str(path)!r} not found; check the path") from None
     except OSError as exc:
         raise DataError(f"cannot read text file {str(path)!r}: {exc.strerror}") from None
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte-order mark (Windows editors) is not part of a word
     chunks = data.split(b"\n")
     if chunks and not chunks[-1]:
         chunks.pop()  # the newline that ends the file opens no line
@@ -437,6 +438,10 @@ class _TextSource:
                 f"{source!r} is text, but the model was trained on {kind} data ({preprocessing.source or 'unknown'})"
                 "; give it data like its training data, or train a text model (vaekit train --preset ptb)"
             )
+        if not path.exists():
+            raise DataError(f"text source {source!r} not found: no such file or folder (a relative path is read from "
+                            f"the current directory, {str(Path.cwd())!r}); pass --data with the path of a .txt file "
+                            "or of a folder of train/valid/test .txt files")
         if not self.matches(source):  # vaekit.data.load_examples sends every source of a text model here
             raise DataError(
                 f"{source!r} is not text (a .txt file, or a folder of train/valid/test .txt files), but the model was "

@@ -198,6 +198,9 @@ def evaluate(
         raise ConfigError(f"chunk_size must be at least 1, got {chunk_size}; omit it for the default")
     model = as_model(model)
     model.eval()
+    if samples and model.modality() == "text":  # refused before the NLL pass, not after it
+        raise ConfigError("the sample-quality metrics (FID, KID, precision/recall) are for images and audio; a text "
+                          "model has none: drop --samples (vaekit text shuffle-auroc and text sample judge text)")
     if model.latent_dim == 0 and k > 1:  # no latent variable: every bound is the exact log-likelihood
         logger.info("the model has no latent variable: its likelihood is exact, evaluated once (k=1, not %d)", k)
         k = 1

@@ -89,8 +89,10 @@ class TextReport:
                                          "empty_lines": stats.empty_lines}),
         }
         how = "exact" if model.latent_dim == 0 else f"IWAE k={report.k}"
+        whitespace = getattr(model.preprocessing, "tokenizer", "whitespace") == "whitespace"
+        units = "words" if whitespace else "subword pieces"  # perplexity is per token: per piece for BPE
         rows = [
-            ("tokens", f"{tokens:,} in {n:,} sentences (words + one <eos> each)"),
+            ("tokens", f"{tokens:,} in {n:,} sentences ({units} + one <eos> each)"),
             ("perplexity (NLL)", f"{extras['perplexity']:.2f}  exp(NLL total / tokens), {how}"),
             ("perplexity (-ELBO)", f"{extras['perplexity_elbo']:.2f}"),
             ("bits/token (NLL)", f"{extras['bits_per_token']:.4f}"),

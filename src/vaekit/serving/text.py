@@ -114,12 +114,21 @@ def add_text_routes(app: Any, service: Service, request_base: Any) -> None:
     limits, model = service.limits, service.model
     schemas = _schemas(request_base, limits)
 
-    def sentences_of(values: list[str], field: str = "sentences") -> list[str]:
-        """``values`` after checking that the model reads text and that every sentence is of a sensible size."""
-        _call(field, lambda: text_record(model))
-        for i, text in enumerate(values):
+    def sentences_of(values: list[str], fields: str | list[str] = "sentences") -> list[str]:
+        """``values`` after checking that the model reads text and that every sentence is of a sensible size and is
+        text (a lone surrogate, which JSON's \\u escapes can carry, is not); ``fields``: the field of all of them,
+        or one field per sentence."""
+        names = [fields] * len(values) if isinstance(fields, str) else fields
+        _call(names[0] if names else "sentences", lambda: text_record(model))
+        for i, (text, field) in enumerate(zip(values, names, strict=True)):
+            which = f"sentence {i}" if isinstance(fields, str) else "the sentence"
             if not text.strip() or len(text) > MAX_SENTENCE_CHARS:
-                raise RequestError(field, f"sentence {i} is empty or longer than {MAX_SENTENCE_CHARS} characters")
+                raise RequestError(field, f"{which} is empty or longer than {MAX_SENTENCE_CHARS} characters")
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError:
+                raise RequestError(field, f"{which} holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape "
+                                          "without its pair), which is not text; send UTF-8 text") from None
         return values
 
     @app.post("/v1/text/encode", summary="Text models: posterior q(z|x) of sentences")
@@ -177,7 +186,7 @@ def _add_generation_routes(app: Any, service: Service, schemas: SimpleNamespace,
     @app.post("/v1/text/interpolate", summary="Text models: sentences along a path between two sentences' codes")
     async def text_interpolate(body: schemas.TextInterpolateRequest) -> schemas.TextSentencesResponse:
         def work() -> Any:
-            ends = sentences_of([body.a, body.b], "a")
+            ends = sentences_of([body.a, body.b], ["a", "b"])
             sentences = interpolate_text(model, ends[0], ends[1], steps=body.steps, method=body.method,
                                          decoding=body.decoding, beam_size=body.beam_size)
             return response(sentences=sentences, unknown=encode_text(model, ends).unknown)
