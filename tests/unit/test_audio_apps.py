@@ -14,7 +14,7 @@ from vaekit.apps.audio import AudioWriter, clip_paths, sequence
 from vaekit.apps.writers import Layout
 from vaekit.config import DataConfig, ModelConfig
 from vaekit.data import load_data
-from vaekit.errors import ConfigError, DataError
+from vaekit.errors import ConfigError, DataError, OutputError
 from vaekit.models import build_model
 
 sf = pytest.importorskip("soundfile")
@@ -50,6 +50,8 @@ def test_clip_names_follow_the_layout_and_its_captions(tmp_path: Path) -> None:
     assert [p.name for p in clip_paths(tmp_path / "s.png", 4, grid)][2:] == ["s_02_class-2.wav", "s_03_class-0.wav"]
     many = clip_paths(out, 120, Layout(ncol=10))
     assert many[0].name == "rec_000.wav" and many[-1].name == "rec_119.wav"
+    signed = clip_paths(out, 3, Layout(ncol=3, row_labels=("z[0]",), col_labels=("-3", "-0.75", "+3")))
+    assert [p.name for p in signed] == ["rec_00_z-0_-3.wav", "rec_01_z-0_-0.75.wav", "rec_02_z-0_+3.wav"]
 
 
 def test_sequence_puts_a_quarter_second_of_silence_between_clips() -> None:
@@ -74,9 +76,17 @@ def test_writer_writes_the_decoded_clips(model, bundle, tmp_path: Path) -> None:
 
     with Image.open(tmp_path / "two.png") as picture:
         assert picture.mode == "RGB" and picture.height >= 2 * record.n_mels and picture.width >= 4 * record.frames
-    with pytest.raises(ConfigError, match="griffin_lim_iters must be a positive integer"):
-        AudioWriter().write(model, x, tmp_path / "bad.wav", Layout(ncol=2, extras={"griffin_lim_iters": 0}))
-    assert not list(tmp_path.glob("bad*"))
+    for extras, match in (({"griffin_lim_iters": 0}, "griffin_lim_iters must be a positive integer"),
+                          ({"griffin_lim_iters": True}, "griffin_lim_iters must be a positive integer"),
+                          ({"griffin_lim_iter": 5}, "unknown writer option 'griffin_lim_iter'")):
+        with pytest.raises(ConfigError, match=match):
+            AudioWriter().write(model, x, tmp_path / "bad.wav", Layout(ncol=2, extras=extras))
+    (tmp_path / "bad_01.wav").mkdir()  # the second clip's file cannot be written: nothing is
+    with pytest.raises(OutputError, match="bad_01.wav': it is a directory"):
+        AudioWriter().write(model, x, tmp_path / "bad.wav", Layout(ncol=2))
+    assert sorted(p.name for p in tmp_path.glob("bad*")) == ["bad_01.wav"]
+    upper = AudioWriter().write(model, x[:1], tmp_path / "one.WAV", Layout(ncol=1, extras={"griffin_lim_iters": 2}))
+    assert upper == tmp_path / "one.WAV" and upper.is_file()  # written under the name given
 
 
 def test_pictures_put_low_bands_at_the_bottom_and_keep_blank_cells(bundle) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 
 from vaekit.apps.writers import WRITERS, Layout
 from vaekit.data.audio import AudioPreprocessing, wav_bytes
-from vaekit.errors import ConfigError, DataError
+from vaekit.errors import ConfigError, DataError, OutputError
 from vaekit.files import atomic_write_bytes
 from vaekit.models import LatentVariableModel
 from vaekit.plots import save_image_grid
@@ -49,7 +49,9 @@ def audio_record(model: LatentVariableModel) -> AudioPreprocessing:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.+-]+", "-", text).strip("-")
+    """``text`` safe in a file name: runs of other characters become one ``-`` between the kept ones (a sign
+    stays: ``z[0] -3`` gives ``z-0--3``)."""
+    return "-".join(part for part in re.split(r"[^A-Za-z0-9.+-]+", text) if part)
 
 
 def clip_paths(out: Path, n: int, layout: Layout) -> list[Path]:
@@ -91,15 +93,22 @@ class AudioWriter:
         """Write examples ``x`` (N, 1, n_mels, frames) as ``out.wav``, one WAV per clip and ``out.png``; returns
         the path of the sequence WAV."""
         record = audio_record(model)
+        unknown = sorted(set(layout.extras) - {"griffin_lim_iters"})
+        if unknown:
+            raise ConfigError(f"unknown writer option {unknown[0]!r} for audio; the one option is griffin_lim_iters")
         iterations = layout.extras.get("griffin_lim_iters", record.griffin_lim_iters)
-        if not isinstance(iterations, int) or iterations < 1:
+        if not isinstance(iterations, int) or isinstance(iterations, bool) or iterations < 1:
             raise ConfigError(f"griffin_lim_iters must be a positive integer, got {iterations!r}; 32 to 100 is usual")
+        wav = out if out.suffix.lower() == ".wav" else out.with_suffix(".wav")  # out.WAV stays out.WAV
+        png = out.with_suffix(".png")
+        paths = clip_paths(wav, len(x), layout) if len(x) > 1 else []  # one clip: out.wav alone
+        for target in (png, wav, *paths):  # checked before any file is written, so none is left half a set
+            if target.is_dir():
+                raise OutputError(f"cannot write {str(target)!r}: it is a directory; pass another --out")
         waves, peaks = within_full_scale(record.to_waveforms(x, iterations))  # (N, S)
-        wav, png = out.with_suffix(".wav"), out.with_suffix(".png")
         save_image_grid(record.pictures(x), png, nrow=layout.ncol, row_labels=layout.row_labels,
                         col_labels=layout.col_labels, title=layout.title)
         atomic_write_bytes(wav, wav_bytes(sequence(waves, record.sample_rate), record.sample_rate))
-        paths = clip_paths(out, len(waves), layout) if len(waves) > 1 else []  # one clip: out.wav alone
         for path, wave in zip(paths, waves if paths else waves[:0], strict=True):
             atomic_write_bytes(path, wav_bytes(wave, record.sample_rate))
         if (peaks > 1.0).any():
