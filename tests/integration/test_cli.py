@@ -188,3 +188,13 @@ def test_train_default_out(
     assert code == 0
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.startswith("digits-") and (run_dir / "best").is_dir()
+
+
+def test_overrides_may_follow_an_option(tmp_path):
+    """`key=value` after an option belongs to the overrides (argparse alone ends the positional list there)."""
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), "train.epochs=1", "--quiet", "model.latent_dim=2",
+                 "model.hidden_dims=[8]"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["latent_dim"] == 2 and config["train"]["epochs"] == 1
+    assert main(["evaluate", str(out), "train.epochs=1"]) == 2  # a command without overrides still refuses them

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -25,6 +26,7 @@ from vaekit.cli import apps, compress, models, recommend, serve, sweep, text, tr
 from vaekit.cli.common import EXIT_ERROR, EXIT_INTERRUPTED, FORMATTER, Commands, Parser, examples
 from vaekit.errors import VaeKitError
 
+OVERRIDE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+=")  # a dotted config override, key=value
 COMMAND_MODULES = (train, models, apps, compress, serve, sweep, recommend, text)  # each has register(commands)
 THREADED_COMMANDS = {"evaluate", "sample", "reconstruct", "interpolate", "traverse", "embed", "score", "plot-latent",
                      "probe", "export", "recommend", "text"}  # torch threads by the machine's load (vaekit.threads)
@@ -56,7 +58,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra and hasattr(args, "overrides") and all(OVERRIDE.match(token) for token in extra):
+            args.overrides = [*args.overrides, *extra]  # key=value after an option: argparse ends a positional list
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:  # --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     args.argv = argv  # `train --nproc` re-launches the same command line
