@@ -50,7 +50,7 @@ from vaekit.config import DataConfig
 from vaekit.data.arrays import FEW_EXAMPLES
 from vaekit.data.examples import DataBundle, ExampleSet
 from vaekit.data.preprocessing import PREPROCESSINGS
-from vaekit.data.sources import SOURCES
+from vaekit.data.sources import DATASETS, SOURCES
 from vaekit.errors import ConfigError, DataError
 from vaekit.extras import import_optional
 
@@ -438,7 +438,7 @@ class _TextSource:
                 f"{source!r} is text, but the model was trained on {kind} data ({preprocessing.source or 'unknown'})"
                 "; give it data like its training data, or train a text model (vaekit train --preset ptb)"
             )
-        if not path.exists():
+        if not path.exists() and source not in DATASETS:  # a built-in dataset is not text: said below
             raise DataError(f"text source {source!r} not found: no such file or folder (a relative path is read from "
                             f"the current directory, {str(Path.cwd())!r}); pass --data with the path of a .txt file "
                             "or of a folder of train/valid/test .txt files")
