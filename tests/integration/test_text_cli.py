@@ -83,6 +83,18 @@ def test_evaluate_reports_perplexity_over_words_and_one_eos_per_sentence(
     assert -0.5 < extras["mutual_information"] <= extras["mutual_information_max"] + 0.5
     assert report["bits_per_dim"] is None and report["recon_mse"] is None
     assert "perplexity (NLL)" in table and "NLL (IWAE, k=20)" in table and "bits/dim" not in table
+    assert "(words + one <eos> each)" in table
+
+
+def test_a_subword_model_counts_pieces_not_words(corpus: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("tokenizers")
+    out = tmp_path / "bpe"
+    assert main(["train", "--preset", "ptb", "--data", str(corpus), "--out", str(out), "--epochs", "1", "--quiet",
+                 *SMALL, "model.latent_dim=2", "data.tokenizer=bpe", "data.vocab_size=40"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--data", str(corpus), "--k", "2", "--quiet"]) == 0
+    assert "(subword pieces + one <eos> each)" in capsys.readouterr().out
 
 
 def test_the_language_model_is_evaluated_exactly(runs: dict[str, Path], corpus: Path, tmp_path: Path) -> None:
