@@ -15,6 +15,7 @@ import vaekit
 from vaekit.cli import main
 from vaekit.data import load_examples
 from vaekit.data.ranking import mean_metrics, user_metrics
+from vaekit.errors import ConfigError
 
 
 def clustered_rows(n_users: int, n_items: int, groups: int = 3, seed: int = 0) -> list[tuple[str, str, int]]:
@@ -114,6 +115,10 @@ def test_recommend_for_a_user_of_a_file(trained, tmp_path: Path) -> None:
     out = tmp_path / "recs.json"
     assert main(["recommend", str(run), "--user", "7", "--data", str(data), "-k", "3", "--json", str(out)]) == 0
     recs = json.loads(out.read_text())
+    missing = tmp_path / "missing.csv"
+    assert main(["recommend", str(run), "--user", "7", "--data", str(missing)]) == 2  # one line, no traceback
+    with pytest.raises(ConfigError, match="is one string; give a list of item ids"):
+        vaekit.recommend(run, "1,50", k=3)
     rows = clustered_rows(120, 45)
     liked = {i for u, i, r in rows if u == "7" and r >= 4}
     assert set(recs["history"]) <= liked and not set(recs["items"]) & set(recs["history"])
@@ -148,7 +153,8 @@ def test_the_service_answers_recommend(trained) -> None:
         python = vaekit.recommend(run, ["1", "2"], k=4)
         assert body["items"] == python.items and np.allclose(body["scores"], python.scores)
         for request, field in (({"items": ["zz"]}, "items"), ({"items": []}, "items"), ({"items": ["1"], "k": 0}, "k"),
-                               ({"items": ["1"], "user": 3}, "user")):
+                               ({"items": ["1"], "user": 3}, "user"), ({"items": [True]}, "items"),
+                               ({"items": [1.0]}, "items")):
             bad = client.post("/v1/recommend", json=request)
             assert bad.status_code == 422 and field in json.dumps(bad.json()["detail"]), (request, bad.text)
 

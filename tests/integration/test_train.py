@@ -409,3 +409,21 @@ def test_evaluate_rejects_bad_k(finished):
     _, result = finished
     with pytest.raises(ConfigError, match="k must be at least 1"):
         evaluate(result.run_dir, k=0)
+
+
+def test_a_relative_data_path_is_recorded_as_absolute(tmp_path, monkeypatch, tiny_config):
+    """Verbs read the model's own data from any folder: the run records where the data is, not how it was typed."""
+    from vaekit.cli.main import main
+    from vaekit.data import load_examples
+
+    (tmp_path / "project").mkdir()
+    np.save(tmp_path / "project" / "x.npy", np.random.default_rng(0).random((120, 6)).astype(np.float32))
+    monkeypatch.chdir(tmp_path / "project")
+    train(tiny_config("data.source=x.npy", "train.epochs=1", "model.likelihood=gaussian"), Path("run"))
+    saved = json.loads((tmp_path / "project" / "run" / "config.json").read_text())
+    assert saved["data"]["source"] == str(tmp_path / "project" / "x.npy")
+    monkeypatch.chdir(tmp_path)
+    model = load(tmp_path / "project" / "run")
+    assert len(load_examples(model.preprocessing.source, model.preprocessing)) == 120
+    assert main(["evaluate", str(tmp_path / "project" / "run"), "--k", "2", "--quiet"]) == 0
+    assert main(["train", "--resume", "--out", str(tmp_path / "project" / "run"), "--epochs", "2", "--quiet"]) == 0

@@ -134,6 +134,19 @@ def test_csv_with_a_header_string_ids_and_duplicates(tmp_path: Path) -> None:
     assert all(user.startswith("user-") for user in bundle.train.ids)
 
 
+def test_a_byte_order_mark_spaces_in_the_header_and_unusual_digits(tmp_path: Path) -> None:
+    # Excel's "CSV UTF-8" starts with a byte-order mark; "user, item" headers have spaces; "²" is a digit to
+    # str.isdigit but not a number: all read as plain ids and names
+    lines = ["user_id, item_id, rating, timestamp"]
+    lines += [f"u{u}, {'²' if (u, i) == (0, 0) else i + (u % 3) * 8}, 5, 0" for u in range(30) for i in range(8)]
+    path = tmp_path / "ratings.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + ("\n".join(lines) + "\n").encode())
+    assert SOURCES.get("interactions").matches(str(path))
+    for config in (_config(path, heldout_users=3), _config(path, heldout_users=3, user_column="user_id")):
+        bundle = load_data(config)
+        assert bundle.preprocessing.user_column == "user_id" and "²" in bundle.preprocessing.items
+
+
 def test_other_column_names_need_the_format_and_parquet_without_ratings(tmp_path: Path) -> None:
     pa = pytest.importorskip("pyarrow")
     from pyarrow import parquet
@@ -165,7 +178,8 @@ def test_min_rating_null_counts_every_row(tmp_path: Path) -> None:
     ("1\t2\tnan\t0\n1\t3\t5\t0\n", "missing or NaN"),
     ("1\t2\t-1\t0\n1\t3\t5\t0\n", "negative"),
     ("1\t2\tfive\t0\n", "cannot read interactions"),
-    ("a,b,c\n1,2,3\n", "invalid value 'c'.*read without a header row"),
+    ("a,b,c\n1,2,3\n", r"cannot tell which columns .* \(columns: a, b, c\); name them with data.user_column"),
+    ("1,2,3\nx,2,five\n", "invalid value 'five'.*read without a header row"),
     ("user,thing\n1,2\n", "cannot tell which columns"),
     ("user,item\n,2\n", "have no user id"),
     ("user,item,rating\n1,2,2\n", "no user of .* has 5 or more positives"),

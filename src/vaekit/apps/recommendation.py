@@ -142,6 +142,8 @@ def recommend(
                           "(--user ID [--data FILE]), one of the two")
     if k < 1:
         raise ConfigError(f"k must be at least 1, got {k}")
+    if isinstance(items, (str, bytes)):  # a string is a sequence of characters, not of ids
+        raise ConfigError(f"items={items!r} is one string; give a list of item ids, e.g. ['1', '50', '172']")
     model = as_model(model)
     record = record_of(model)
     ignored: list[str] = []

@@ -201,29 +201,51 @@ def _pyarrow() -> tuple[Any, Any, Any, Any]:
     )
 
 
-def _first_line(path: Path) -> str:
+def _first_lines(path: Path) -> tuple[str, str]:
+    """The first two lines of a text file (the second empty if there is none), a byte-order mark dropped."""
     with path.open("rb") as handle:
-        line = handle.readline(1 << 16)
+        line, second = handle.readline(1 << 16), handle.readline(1 << 16)
     if not line.strip():
         raise DataError(f"{str(path)!r} is empty; give a file of user, item (and rating) rows, one interaction a line")
-    return line.decode("utf-8", errors="replace").rstrip("\r\n")
+    first = line.decode("utf-8-sig", errors="replace").rstrip("\r\n")
+    return first, second.decode("utf-8", errors="replace").rstrip("\r\n")
 
 
-def _layout(path: Path, columns: Columns) -> tuple[bool, str, list[str]]:
-    """(header?, delimiter, column names) of a text file; names ``f0, f1, ...`` without a header."""
-    line = _first_line(path)
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _layout(path: Path, columns: Columns) -> tuple[bool, str, list[str], list[str]]:
+    """(header?, delimiter, column names, the names as the file spells them) of a text file: names ``f0, f1, ...``
+    without a header. Names are compared without the spaces around them."""
+    line, second = _first_lines(path)
     delimiter = "\t" if "\t" in line else ","
+    spelled = [name.strip('"').strip("'") for name in line.split(delimiter)]
     names = [name.strip().strip('"').strip("'") for name in line.split(delimiter)]
     known = {n.lower() for n in (*USER_NAMES, *ITEM_NAMES, *RATING_NAMES, *TIMESTAMP_NAMES)}
     wanted = {c for c in (columns.user, columns.item, columns.rating) if c}
     header = any(n.lower() in known or n in wanted for n in names)
+    below = [field.strip() for field in second.split(delimiter)]
+    named = len(below) == len(names) and any(not _is_number(n) and _is_number(b)
+                                             for n, b in zip(names, below, strict=True))
     if not header and wanted:
         raise DataError(
             f"{str(path)!r} has no header row naming columns (its first line is {line[:80]!r}), so the columns "
             f"{sorted(wanted)} cannot be found; add a header, or leave data.user_column / data.item_column / "
             "data.rating_column unset to read user, item, rating by position"
         )
-    return header, delimiter, names if header else [f"f{i}" for i in range(len(names))]
+    if not header and named:  # a first line of words over a line of numbers is a header of names vaekit does not know
+        raise DataError(
+            f"cannot tell which columns of {str(path)!r} hold users and items (columns: {', '.join(names)}); name "
+            "them with data.user_column=NAME data.item_column=NAME (and data.rating_column=NAME)"
+        )
+    if not header:
+        return False, delimiter, [f"f{i}" for i in range(len(names))], [f"f{i}" for i in range(len(names))]
+    return header, delimiter, names, spelled
 
 
 def _find(names: Sequence[str], given: str | None, candidates: Sequence[str], what: str, path: Path) -> str | None:
@@ -262,21 +284,27 @@ def _read_table(path: Path, columns: Columns) -> tuple[Any, tuple[str, str, str 
         table = parquet.read_table(path, columns=[c for c in chosen if c])
         cast = {chosen[0]: pa.string(), chosen[1]: pa.string(), chosen[2]: pa.float64()}
         return pa.table({c: pc.cast(table.column(c), cast[c]) for c in chosen if c}), chosen
-    header, delimiter, names = _layout(path, columns)
+    header, delimiter, names, spelled = _layout(path, columns)
     chosen = resolve_columns(names, header, columns, path)
-    types = {chosen[0]: pa.string(), chosen[1]: pa.string(), **({chosen[2]: pa.float64()} if chosen[2] else {})}
+    as_read = dict(zip(names, spelled, strict=True))  # pyarrow keeps the spaces around a header's names
+    types = {as_read[chosen[0]]: pa.string(), as_read[chosen[1]]: pa.string(),
+             **({as_read[chosen[2]]: pa.float64()} if chosen[2] else {})}
     table = pacsv.read_csv(
         path, read_options=pacsv.ReadOptions(autogenerate_column_names=not header),
         parse_options=pacsv.ParseOptions(delimiter=delimiter),
-        convert_options=pacsv.ConvertOptions(column_types=types, include_columns=[c for c in chosen if c],
+        convert_options=pacsv.ConvertOptions(column_types=types, include_columns=[as_read[c] for c in chosen if c],
                                              strings_can_be_null=True),  # an empty id is a missing one
     )
+    table = table.rename_columns([c for c in chosen if c])
+    for index in (0, 1):  # "user, item" files: the ids without the spaces around them
+        table = table.set_column(index, chosen[index], pc.utf8_trim_whitespace(table.column(index)))
     return table, chosen
 
 
 def _natural(ids: list[str]) -> list[int]:
     """The order that sorts ids numerically where they are integers, then the others as strings."""
-    return sorted(range(len(ids)), key=lambda i: (0, int(ids[i]), "") if ids[i].isdigit() else (1, 0, ids[i]))
+    return sorted(range(len(ids)), key=lambda i: (0, int(ids[i]), "") if ids[i].isascii() and ids[i].isdigit()
+                  else (1, 0, ids[i]))  # "²" is a digit to str.isdigit, not to int()
 
 
 def _codes(column: Any, what: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -528,7 +556,7 @@ def _header_names(path: Path) -> list[str]:
     try:
         if path.suffix.lower() == ".parquet":
             return [str(name) for name in _pyarrow()[2].read_schema(path).names]
-        line = _first_line(path)
+        line = _first_lines(path)[0]
     except (DataError, OSError, ValueError):  # pyarrow's ArrowInvalid is a ValueError
         return []
     return [n.strip().strip('"').strip("'") for n in line.split("\t" if "\t" in line else ",")]
@@ -656,7 +684,7 @@ def user_history(path: Path, record: InteractionRecord, user: str) -> list[str]:
     DataError
         The user is not in the file, or has no positive of an item the model knows.
     """
-    rows = read_interactions(path, model_columns(path, record))
+    rows = read_interactions(_existing(str(path)), model_columns(path, record))
     found = np.flatnonzero(rows.user_ids == str(user))
     if len(found) == 0:
         raise DataError(f"user {user!r} is not in {str(path)!r} ({len(rows.user_ids)} users); check the id")

@@ -23,13 +23,13 @@ MAX_K = 1000
 def add_recommend_route(app: Any, service: Service, request_base: Any) -> None:
     """Add ``POST /v1/recommend`` to ``app``, its request model built on ``request_base`` (which refuses unknown
     keys, as every request of the API does)."""
-    from pydantic import BaseModel, Field
+    from pydantic import BaseModel, Field, StrictInt, StrictStr
 
     record = getattr(service.model, "preprocessing", None)
     max_items = max(service.limits.max_batch, len(getattr(record, "items", ())))
 
     class RecommendRequest(request_base):  # type: ignore[misc, valid-type]  # a base made at run time
-        items: list[str | int] = Field(
+        items: list[StrictStr | StrictInt] = Field(  # strict: true or 1.0 is not the item "1"
             min_length=1, max_length=max_items, description="ids of the items the user interacted with"
         )
         k: int = Field(20, ge=1, le=MAX_K, description="how many items to recommend")

@@ -26,6 +26,7 @@ has no metrics in ``state.json``; its records come from ``metrics.jsonl``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -38,6 +39,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from vaekit.config import Config
+from vaekit.data import DATASETS
 from vaekit.errors import ConfigError, ModelFileError, OutputError
 from vaekit.files import (
     atomic_dir,
@@ -190,9 +192,21 @@ def prepare_resume(out: Path) -> bool:
     return (out / STATE_DIR).is_dir()
 
 
+def absolute_source(config: Config) -> Config:
+    """``config`` with ``data.source`` made absolute when it names an existing file or folder (not a built-in
+    dataset): the model records where its data is, and verbs run from another folder must find it."""
+    source = config.data.source
+    if not source or source in DATASETS or not Path(source).expanduser().exists():
+        return config
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, source=str(
+        Path(source).expanduser().resolve())))
+
+
 def resolve_run_config(config: Config | None, out: Path, resume: bool) -> Config:
     """The config of the run: ``config`` for a new run; ``out/config.json`` to resume, with ``train.epochs`` from
-    ``config`` when given (every other field must match the saved one)."""
+    ``config`` when given (every other field must match the saved one). Data sources are made absolute
+    (:func:`absolute_source`), the saved one too (a run saved before they were)."""
+    config = None if config is None else absolute_source(config)
     config_path = out / "config.json"
     if not resume:
         if config_path.exists():
@@ -203,7 +217,7 @@ def resolve_run_config(config: Config | None, out: Path, resume: bool) -> Config
     if not config_path.is_file():
         raise ConfigError(f"cannot resume: {str(out)!r} holds no run (no config.json); check --out")
     try:
-        saved = Config.from_dict(json.loads(config_path.read_text()))
+        saved = absolute_source(Config.from_dict(json.loads(config_path.read_text())))
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelFileError(f"cannot resume: {str(config_path)!r} is unreadable ({exc})") from None
     if config is None:
