@@ -82,7 +82,7 @@ def test_writer_writes_the_decoded_clips(model, bundle, tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=match):
             AudioWriter().write(model, x, tmp_path / "bad.wav", Layout(ncol=2, extras=extras))
     (tmp_path / "bad_01.wav").mkdir()  # the second clip's file cannot be written: nothing is
-    with pytest.raises(OutputError, match="bad_01.wav': it is a directory"):
+    with pytest.raises(OutputError, match=r"bad_01\.wav': it is a directory"):
         AudioWriter().write(model, x, tmp_path / "bad.wav", Layout(ncol=2))
     assert sorted(p.name for p in tmp_path.glob("bad*")) == ["bad_01.wav"]
     upper = AudioWriter().write(model, x[:1], tmp_path / "one.WAV", Layout(ncol=1, extras={"griffin_lim_iters": 2}))
