@@ -459,6 +459,25 @@ def test_cli_serve_refuses_a_bad_port(tmp_path: Path, run_dir: Path, capsys: pyt
 
     assert main(["serve", str(run_dir), "--port", "70000"]) == 2
     assert "port 70000 is out of range" in capsys.readouterr().err
+    import socket
+
+    with socket.socket() as taken:  # a port something else listens on: one line, before uvicorn starts
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(run_dir), "--port", str(port), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"cannot listen on 127.0.0.1:{port}" in err[0], err
+    for size in ("nan", "inf", "-1"):
+        assert main(["serve", str(run_dir), "--max-body-mb", size]) == 2
+        assert f"--max-body-mb must be a positive number of MiB, got {size}" in capsys.readouterr().err
+
+
+def test_port_0_is_a_free_port_chosen_before_serving() -> None:
+    from vaekit.serving.http import _listening_socket
+
+    with _listening_socket("127.0.0.1", 0) as sock:
+        assert sock.getsockname()[1] > 0  # the port the log names
 
 
 # -- in-process checks of the other kinds of model ----------------------------------------------------------

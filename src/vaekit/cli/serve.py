@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 from vaekit.cli.common import Commands
+from vaekit.errors import ConfigError
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -26,6 +28,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from vaekit.serving import Limits, serve
 
     # serve() logs where it listens (and warns about a non-loopback host) once the model is loaded.
+    if not (math.isfinite(args.max_body_mb) and args.max_body_mb > 0):
+        raise ConfigError(f"--max-body-mb must be a positive number of MiB, got {args.max_body_mb:g}")
     limits = Limits(max_batch=args.max_batch, max_body_bytes=int(args.max_body_mb * (1 << 20)))
     serve(
         args.model,

@@ -48,6 +48,7 @@ import itertools
 import json
 import logging
 import secrets
+import socket
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -597,6 +598,8 @@ def serve(
             "binding to %s exposes the model to the network with no authentication; use 127.0.0.1 unless you mean it",
             host,
         )
+    sock = _listening_socket(host, port)  # bound before uvicorn starts: a busy port is one line, port 0 is known
+    port = sock.getsockname()[1]
     where = f"http://{host}:{port}"
     logger.info(
         "serving %s at %s: explorer at %s/, API docs at %s/docs (torch threads per request: %s); Ctrl-C stops",
@@ -606,7 +609,32 @@ def serve(
         where,
         threads or "default",
     )
-    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5))
+    server.run(sockets=[sock])
+
+
+def _listening_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` (0: a free port, chosen here), for uvicorn to listen on.
+
+    Raises
+    ------
+    ConfigError
+        The host does not resolve, or the port is taken or not allowed.
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}: {exc.strerror or exc}; give a host name or address that "
+                          "resolves (--host, default 127.0.0.1)") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}; choose another --port (0 picks "
+                          "a free one)") from None
+    return sock
 
 
 __all__ = ["Limits", "RequestError", "Service", "create_app", "is_loopback", "read_array", "serve"]
