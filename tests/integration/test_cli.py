@@ -198,3 +198,10 @@ def test_overrides_may_follow_an_option(tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["latent_dim"] == 2 and config["train"]["epochs"] == 1
     assert main(["evaluate", str(out), "train.epochs=1"]) == 2  # a command without overrides still refuses them
+
+
+@pytest.mark.parametrize("nproc", ["0", "-2"])
+def test_nproc_must_be_positive(tmp_path, capsys, nproc):
+    assert main(["train", "--out", str(tmp_path / "run"), "--nproc", nproc, "--epochs", "1"]) == 2
+    assert f"--nproc must be at least 1 (processes on this machine), got {nproc}" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -225,6 +225,16 @@ def test_nan_forever_raises_and_keeps_the_last_good_model(tmp_path, tiny_config,
     assert counter.calls == steps_per_epoch + 2 + 4
 
 
+def test_nan_in_the_first_epoch_leaves_no_run_to_block_a_retry(tmp_path, tiny_config, monkeypatch):
+    monkeypatch.setattr(train_module, "compute_loss", StepCounter(nan_from=0))
+    out = tmp_path / "run"
+    with pytest.raises(TrainingError, match="no epoch had finished, so no model was saved"):
+        train(tiny_config("train.epochs=2", "train.max_bad_steps=3"), out)
+    assert not out.exists()
+    monkeypatch.setattr(train_module, "compute_loss", ORIGINAL_LOSS)
+    assert len(train(tiny_config("train.epochs=1"), out).metrics) == 1  # the same --out, a new config
+
+
 def test_a_run_without_a_finite_validation_elbo_says_so(tmp_path, tiny_config, monkeypatch):
     original = train_module.validate
 
@@ -260,6 +270,21 @@ def test_early_stopping(tmp_path, tiny_config, worsening_validation):
     assert [r["epoch"] for r in result.metrics] == [1, 2, 3]
     assert load(result.run_dir).metadata["metrics"]["epoch"] == 1  # best stays the first epoch
     assert load(result.last_dir).metadata["metrics"]["epoch"] == 3
+    before = load_file(result.last_dir / "model.safetensors")
+    resumed = train(tiny_config("train.epochs=5", "train.patience=2"), tmp_path / "run", resume=True)
+    assert resumed.stopped_early and [r["epoch"] for r in resumed.metrics] == [1, 2, 3]  # an ended run stays ended
+    after = load_file(result.last_dir / "model.safetensors")
+    assert all(torch.equal(before[name], after[name]) for name in before)
+
+
+def test_a_run_that_spent_its_time_budget_stays_ended_on_resume(tmp_path, tiny_config):
+    config = tiny_config("train.epochs=100000", "train.time_budget_s=0.5", "train.schedule=constant")
+    result = train(config, tmp_path / "run")  # ends by the clock
+    before = load_file(result.last_dir / "model.safetensors")
+    resumed = train(config, tmp_path / "run", resume=True)
+    assert [r["step"] for r in resumed.metrics] == [r["step"] for r in result.metrics]  # not one more update
+    after = load_file(result.last_dir / "model.safetensors")
+    assert all(torch.equal(before[name], after[name]) for name in before)
 
 
 def test_no_early_stopping_during_kl_warmup(tmp_path, tiny_config, worsening_validation):

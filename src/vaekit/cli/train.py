@@ -68,6 +68,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     rank = int(os.environ.get("RANK", "0"))  # under torchrun only rank 0 logs and prints
     if rank > 0:
         logging.getLogger("vaekit").setLevel(logging.WARNING)
+    if args.nproc is not None and args.nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1 (processes on this machine), got {args.nproc}")
     config, out = _run_config(args)
     if args.nproc is not None and args.nproc > 1:  # re-launch this command in N processes through torchrun
         from vaekit.training import resolve_device
@@ -83,8 +85,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         result = train(config, out, resume=args.resume, progress=not args.quiet)
     except KeyboardInterrupt:
         if rank == 0:
+            world = int(os.environ.get("WORLD_SIZE", "1"))  # a resume must use as many processes to be exact
+            nproc = f" --nproc {world}" if world > 1 else ""
             print(f"vaekit: interrupted; the run keeps its last finished epoch. Continue it with:\n"
-                  f"  vaekit train --out {out} --resume", file=sys.stderr)
+                  f"  vaekit train --out {out} --resume{nproc}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if rank > 0:
         return 0

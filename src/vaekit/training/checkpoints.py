@@ -30,6 +30,7 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,6 +239,12 @@ def _first_difference(saved: dict[str, Any], given: dict[str, Any]) -> str:
             if given[section][key] != value:
                 return f"{section}.{key} was {value!r}, now {given[section][key]!r}"
     return "?"
+
+
+def remove_unstarted_run(out: Path) -> None:
+    """Remove the run directory ``out`` if it holds nothing but its ``config.json`` (no epoch was committed)."""
+    if out.is_dir() and {p.name for p in out.iterdir()} <= {"config.json"}:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def write_run_config(config: Config, out: Path) -> None:

@@ -311,16 +311,24 @@ def _train(
     if ctx.is_main and not (out / "config.json").exists():
         checkpoints.write_run_config(config, out)  # only now: bad config, data or model leaves no run directory
     _choose_threads(run, state)
-    stopped_early = False
-    while state.epoch < config.train.epochs:
+    stopped_early, out_of_time = _ended(config, state)  # a resumed run that had ended stays ended
+    if has_state and (stopped_early or out_of_time):
+        run.info("the run had ended (%s) after epoch %d; nothing more to train",
+                 "early stopping" if stopped_early else "time budget spent", state.epoch)
+    while state.epoch < config.train.epochs and not (stopped_early or out_of_time):
         loss = _train_epoch(run, state)
         stopped_early, out_of_time = _end_epoch(run, state, loss)
         if on_epoch is not None and on_epoch(state.metrics[-1]):
             run.info("stopped after epoch %d by the on_epoch hook", state.epoch)
             break
-        if stopped_early or out_of_time:
-            break
     return _finish(run, state, stopped_early)
+
+
+def _ended(config: Config, state: State) -> tuple[bool, bool]:
+    """Whether a run in ``state`` has stopped early (patience spent) and whether it has spent its time budget."""
+    tc = config.train
+    stopped = tc.patience > 0 and state.epochs_without_improvement >= tc.patience
+    return stopped, 0 < tc.time_budget_s <= state.train_time_s
 
 
 def _setup(config: Config, bundle: DataBundle, ctx: Context, out: Path, progress: bool) -> _Run:
@@ -460,10 +468,14 @@ def _skip(run: _Run, state: State, status: str) -> None:
            else f"gradient norm above train.skip_grad_norm={tc.skip_grad_norm:g}")
     (logger.warning if run.ctx.is_main else logger.debug)("skipped update at step %d: %s", state.step, why)
     if bad_in_row >= tc.max_bad_steps:
+        kept = f"the last good model is in {str(run.out / 'last')!r}"
+        if state.epoch == 0:  # nothing committed: no model to keep, and no half-made run to block a retry
+            kept = "no epoch had finished, so no model was saved (the run directory is removed)"
+            if run.ctx.is_main:
+                checkpoints.remove_unstarted_run(run.out)
         raise TrainingError(
             f"training stopped at step {state.step}: {bad_in_row} updates in a row had a non-finite "
-            f"loss or gradient; the last good model is in {str(run.out / 'last')!r}; lower train.lr or set "
-            "train.grad_clip"
+            f"loss or gradient; {kept}; lower train.lr or set train.grad_clip"
         )
 
 
