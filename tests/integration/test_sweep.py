@@ -97,6 +97,8 @@ def test_a_finished_sweep_run_again_runs_nothing_more_and_more_trials_extend_it(
     assert len(again.rows) == 4
     more = sweep(None, None, trials=5, out=out)  # no space: the study's own sweep
     assert [r["state"] for r in more.rows] == ["complete"] * 5
+    drawn = [(r["model.latent_dim"], r["objective.beta"]) for r in more.rows]
+    assert drawn[4] not in drawn[:4]  # continuing draws new points: the sampler is not replayed from its seed
     from vaekit.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"holds another sweep .*objective\.beta"):
@@ -249,10 +251,12 @@ def _one_line_error(capsys, *argv: str) -> str:
     (["--space", "model.latent_dim=int(2, 8)", "--sampler", "grid"], "sampler grid needs every searched key as cat"),
     (["--space", "model.num_classes=cat(0, 10)", "--metric", "probe"], "conditional model"),
     (["--trials", "3"], "holds no study"),
+    (["--trials", "3", "--epochs", "5", "--sampler-seed", "7"], "drop --sampler-seed, --epochs (only --trials"),
+    (["--trials", "3", "train.lr=0.1"], "drop key=value overrides"),
 ])
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, argv, named):
     out = tmp_path / "bad"
-    line = _one_line_error(capsys, "sweep", "--out", str(out), *argv, *TINY)
+    line = _one_line_error(capsys, "sweep", "--out", str(out), *argv, *(TINY if "--space" in argv else ()))
     assert named in line
     assert not out.exists() or argv == ["--trials", "3"]  # a study that is not there: only the empty folder
 

@@ -67,6 +67,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     sections, from_file = _file_sections(args.config)
     settings = _settings(args, from_file)
+    if not settings["space"]:  # continuing a sweep: the study keeps the settings it was made with
+        given = [flag for flag, value in (("--metric", args.metric), ("--eval-k", args.eval_k),
+                                          ("--anomaly-data", args.anomaly_data), ("--pruner", args.pruner),
+                                          ("--sampler", args.sampler), ("--sampler-seed", args.sampler_seed),
+                                          ("--preset", args.preset), ("--config", args.config),
+                                          ("--data", args.data), ("--data-dir", args.data_dir),
+                                          ("--epochs", args.epochs)) if value is not None]
+        given += ["key=value overrides"] * bool(args.overrides)
+        if given:
+            raise ConfigError(f"no --space given, so this can only continue a sweep already in --out, which keeps "
+                              f"the settings it was started with; drop {', '.join(given)} (only --trials, --workers, --storage and "
+                              "--study apply), or start a new sweep with --space and another --out")
     config = _base_config(args, sections)
     out = Path(settings["out"] or Path("sweeps") / f"{args.preset or 'digits'}-{_now()}")
     quiet_libraries()

@@ -278,10 +278,12 @@ def _objective(spec: SweepSpec, params: list[Param], out: Path) -> Objective:
                      anomalies=anomalies)
 
 
-def make_sampler(spec: SweepSpec, params: list[Param], worker: int) -> Any:
-    """The sampler of worker ``worker`` (seeded with ``spec.seed + worker``)."""
+def make_sampler(spec: SweepSpec, params: list[Param], worker: int, held: int = 0) -> Any:
+    """The sampler of worker ``worker`` joining a study that holds ``held`` trials: seeded with ``spec.seed + worker
+    + 1000 * held``, so a fresh sweep is reproducible and a continued one draws new points (the same seed would
+    replay the random start-up draws of the first run)."""
     optuna = optuna_module()
-    seed = spec.seed + worker
+    seed = spec.seed + worker + 1000 * held
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "grid":
@@ -316,7 +318,7 @@ def _counts(study: Any) -> tuple[int, int]:
 def run_trials(study: Any, objective: Objective, trials: int, worker: int = 0) -> None:
     """Run trials in this process until the study holds ``trials`` of them and none is queued."""
     optuna = optuna_module()
-    study.sampler = make_sampler(_study_spec(study), objective.params, worker)
+    study.sampler = make_sampler(_study_spec(study), objective.params, worker, len(study.trials))
     study.pruner = make_pruner(_study_spec(study))
     ran: list[Any] = []  # the trials this process finished (another worker may have finished one since)
     callbacks = [lambda _, trial: ran.append(trial)]
