@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -91,6 +92,11 @@ def test_manifest_preprocessing_and_replacing_an_earlier_export(tmp_path: Path, 
     raw = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32) * 10
     documented = (raw.reshape(6, -1) / pre["scale"] - np.asarray(pre["mean"])) / np.asarray(pre["std"])
     np.testing.assert_allclose(documented, model.preprocessing.apply(raw), rtol=1e-6, atol=1e-6)
+    assert pre["scaling"] == "standard" and pre["formula"].startswith("x = ((raw")
+    model.preprocessing = dataclasses.replace(model.preprocessing, scaling="asinh")  # heavy tails: asinh after
+    pre = json.loads((export(model, out, check=False) / MANIFEST_NAME).read_text())["preprocessing"]
+    assert pre["scaling"] == "asinh" and pre["formula"].startswith("x = arcsinh(")
+    np.testing.assert_allclose(np.arcsinh(documented), model.preprocessing.apply(raw), rtol=1e-6, atol=1e-6)
 
 
 def test_cli_export_of_a_trained_model(

@@ -77,8 +77,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         given += ["key=value overrides"] * bool(args.overrides)
         if given:
             raise ConfigError(f"no --space given, so this can only continue a sweep already in --out, which keeps "
-                              f"the settings it was started with; drop {', '.join(given)} (only --trials, --workers, --storage and "
-                              "--study apply), or start a new sweep with --space and another --out")
+                              f"the settings it was started with; drop {', '.join(given)} (only --trials, --workers, "
+                              "--storage and --study apply), or start a new sweep with --space and another --out")
     config = _base_config(args, sections)
     out = Path(settings["out"] or Path("sweeps") / f"{args.preset or 'digits'}-{_now()}")
     quiet_libraries()

@@ -259,12 +259,23 @@ def _manifest(model: VAE, folder: Path, outputs: LikelihoodOutputs, max_error: f
             "mean": None if preprocessing.mean is None else list(preprocessing.mean),
             "std": None if preprocessing.std is None else list(preprocessing.std),
             "features": math.prod(model.data_shape),
-            "formula": "x = ((raw.reshape(batch, -1) / scale - mean) / std).reshape(batch, *data_shape)",
+            "scaling": getattr(preprocessing, "scaling", "standard"),
+            "formula": _formula(preprocessing),
         },
         "check": None
         if max_error is None
         else {"runtime": "onnxruntime", "batch": CHECK_BATCH, "max_abs_error": max_error, "tolerance": CHECK_TOLERANCE},
     }
+
+
+def _formula(preprocessing: Any) -> str:
+    """How raw values become the encoder's input ``x``, as the model's preprocessing computes it."""
+    if preprocessing.mean is None:
+        return "x = (raw.reshape(batch, -1) / scale).reshape(batch, *data_shape)"
+    inner = "(raw.reshape(batch, -1) / scale - mean) / std"  # robust scaling: mean and std hold its centre and spread
+    if getattr(preprocessing, "scaling", "standard") == "asinh":
+        return f"x = arcsinh({inner}).reshape(batch, *data_shape)  (decoded means: sinh, then * std + mean, * scale)"
+    return f"x = ({inner}).reshape(batch, *data_shape)"
 
 
 def _opset(path: Path) -> int | None:
