@@ -303,6 +303,10 @@ def test_image_folder_errors(tmp_path: Path) -> None:
     (tmp_path / "bad" / "b.png").write_bytes(b"not a png")
     with pytest.raises(DataError, match=r"cannot read image .*b\.png"):
         load_data(DataConfig(source=str(tmp_path / "bad")))
+    (tmp_path / "deep").mkdir()
+    Image.fromarray(np.full((4, 4), 30598, dtype=np.uint16)).save(tmp_path / "deep" / "a.png")  # 16-bit
+    with pytest.raises(DataError, match=r"a\.png' has I;16 pixels \(16/32-bit\), which would be clipped to 8 bits"):
+        load_data(DataConfig(source=str(tmp_path / "deep")))
 
 
 # --- binarization
@@ -501,3 +505,16 @@ def test_example_set_direct_use() -> None:
     assert len(examples) == 3 and examples.shape == (2, 2)
     assert examples.batch(np.array([2])).tolist() == [[[2.0, 2.25], [2.5, 2.75]]]
     assert examples.subset([2, 0]).labels.tolist() == [0, 2]  # type: ignore[union-attr]
+
+
+def test_mnist_files_are_not_read_as_fashion_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the two datasets share file names; a data folder holding one directly must not serve as the other
+    import hashlib
+
+    for name in builtin.IDX_FILES["test"]:
+        (tmp_path / f"{name}.gz").write_bytes(name.encode())
+    digest = hashlib.sha256(b"t10k-images-idx3-ubyte").hexdigest()
+    monkeypatch.setitem(builtin.CHECKSUMS["mnist"], "t10k-images-idx3-ubyte.gz", ("sha256", digest))
+    with pytest.raises(DataError, match=r"is mnist's file, not fashion-mnist's"):
+        builtin.find_idx("fashion-mnist", str(tmp_path), builtin.IDX_FILES["test"])
+    assert builtin.find_idx("mnist", str(tmp_path), builtin.IDX_FILES["test"])[0].parent == tmp_path

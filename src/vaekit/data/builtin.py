@@ -113,6 +113,7 @@ def find_idx(name: str, data_dir: str | None, bases: tuple[str, ...]) -> list[Pa
             found.append(path)
         if all(found):
             if (name, folder) not in _ANNOUNCED:  # once per process, however many splits are read
+                _check_not_another(name, found[0])  # type: ignore[arg-type]
                 _ANNOUNCED.add((name, folder))
                 logger.info("reading %s from %s", name, folder)
             return found  # type: ignore[return-value]
@@ -121,6 +122,21 @@ def find_idx(name: str, data_dir: str | None, bases: tuple[str, ...]) -> list[Pa
         f"(or {str(root)!r}); pass --data-dir (data.data_dir) pointing to the folder that holds them, set "
         f"$VAEKIT_DATA, run `vaekit data download {name}`, or copy them there"
     )
+
+
+def _check_not_another(name: str, path: Path) -> None:
+    """DataError when ``path``, read as dataset ``name``, is the published file of another built-in dataset (MNIST
+    and Fashion-MNIST share file names, and a data folder may hold either directly)."""
+    for other, sums in CHECKSUMS.items():
+        expected = sums.get(path.name)
+        if other == name or expected is None:
+            continue
+        algorithm, digest = expected
+        if hashlib.new(algorithm, path.read_bytes()).hexdigest() == digest:
+            raise DataError(
+                f"{str(path)!r} is {other}'s file, not {name}'s (the two share file names); point --data-dir "
+                f"(data.data_dir) at a folder holding {name}'s files, e.g. in a {name}/ subfolder"
+            )
 
 
 def _read_idx_split(name: str, data_dir: str | None, split: str) -> RawData:

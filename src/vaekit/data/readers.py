@@ -176,9 +176,14 @@ def _read_images(path: Path, options: ReadOptions) -> RawData:
     for file in files:
         try:
             with Image.open(file) as opened:
+                if opened.mode.startswith(("I", "F")):  # 16- or 32-bit: Pillow's convert would clip at 255
+                    raise DataError(
+                        f"image {str(file)!r} has {opened.mode} pixels (16/32-bit), which would be clipped to 8 bits; "
+                        "convert the images to 8-bit (e.g. scale to 0..255), or save the pixels as an .npy array"
+                    )
                 if mode is None:
                     if grayscale is None:
-                        mode = "L" if opened.mode in ("1", "L", "LA", "I", "I;16", "F") else "RGB"
+                        mode = "L" if opened.mode in ("1", "L", "LA") else "RGB"
                     else:
                         mode = "L" if grayscale else "RGB"
                     size = (image_size[0], image_size[1]) if image_size else (opened.height, opened.width)
@@ -186,6 +191,8 @@ def _read_images(path: Path, options: ReadOptions) -> RawData:
                 if (image.height, image.width) != size:
                     image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
                 array = np.asarray(image, dtype=np.uint8)
+        except DataError:
+            raise
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise DataError(f"cannot read image {str(file)!r} ({exc}); remove or replace the file") from None
         images.append(array[None] if array.ndim == 2 else array.transpose(2, 0, 1))  # (C, H, W)
