@@ -278,6 +278,13 @@ def test_other_bad_requests(tmp_path, pixels, model_dirs):
     with pytest.raises(OutputError, match="directory"):
         compress(model_dirs["8bit"], pixels, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+    np.save(tmp_path / "same.npy", pixels)
+    with pytest.raises(OutputError, match="is the input file"):
+        compress(model_dirs["8bit"], tmp_path / "same.npy", tmp_path / "same.npy", config=CODING)
+    np.testing.assert_array_equal(np.load(tmp_path / "same.npy"), pixels)  # left as it was
+    (tmp_path / "c.vkz").write_bytes(report.compressed)
+    with pytest.raises(OutputError, match="is the .vkz being read"):
+        decompress(model_dirs["8bit"], tmp_path / "c.vkz", tmp_path / "c.vkz")
 
 
 def test_a_flipped_byte_anywhere_is_rejected(pixels):

@@ -143,6 +143,8 @@ def test_export_refuses_bad_targets_and_formats(tmp_path: Path, tiny_model: Call
         export(tiny_model(), tmp_path / "x", format="tflite")
     with pytest.raises(ConfigError, match="conditional"):
         export(tiny_model(num_classes=3), tmp_path / "y")
+    with pytest.raises(ConfigError, match="does not support the 'discretized_logistic' likelihood yet"):
+        export(tiny_model(likelihood="discretized_logistic"), tmp_path / "z")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["precious"]
 
 

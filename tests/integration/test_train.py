@@ -348,6 +348,17 @@ def test_bernoulli_on_real_values_fails_before_training(tmp_path, tiny_config):
     assert not (out / "state").exists() and not (out / "last").exists()
 
 
+def test_the_discretized_logistic_trains_on_8_bit_data_only(tmp_path, tiny_config):
+    out = tmp_path / "run"  # digits are 0..16: not the 256 levels the likelihood's bins are
+    with pytest.raises(DataError, match=r"models 8-bit data \(values k/255\), but 'digits' .* divisor of 16"):
+        train(tiny_config("model.likelihood=discretized_logistic"), out)
+    assert not out.exists()
+    np.save(tmp_path / "pixels.npy", np.random.default_rng(0).integers(0, 256, (80, 1, 4, 4), dtype=np.uint8))
+    result = train(tiny_config(f"data.source={tmp_path / 'pixels.npy'}", "model.likelihood=discretized_logistic",
+                               "train.epochs=1", "model.architecture=mlp"), tmp_path / "pixels")
+    assert len(result.metrics) == 1
+
+
 # -- bad inputs ----------------------------------------------------------------------------------------------
 def test_nan_in_data(tmp_path, tiny_config):
     x = np.random.default_rng(0).random((50, 5)).astype(np.float32)

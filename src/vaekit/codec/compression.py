@@ -379,6 +379,9 @@ def compress(
         vaekit_version=__version__,
     )
     target = Path(out) if out is not None else None
+    if target is not None and isinstance(data, (str, Path)) and Path(data).exists() and target.exists() and (
+            target.resolve() == Path(data).resolve()):
+        raise OutputError(f"the output {str(target)!r} is the input file; write the .vkz elsewhere (-o FILE.vkz)")
     neg_elbo_nats, initial_bits, word_bytes = 0.0, 0, 0
     with _atomic_stream(target) as stream, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -485,6 +488,9 @@ def decompress(
     start = time.perf_counter()
     model = as_model(model)
     target = Path(out) if out is not None else None
+    if target is not None and isinstance(file, (str, Path)) and target.exists() and (
+            target.resolve() == Path(file).resolve()):
+        raise OutputError(f"the output {str(target)!r} is the .vkz being read; write the array elsewhere (-o FILE)")
     with _open_compressed(file) as (stream, file_size):
         header = read_header(stream, file_size)
         config = CodingConfig.from_dict(header.coding)

@@ -201,6 +201,11 @@ def _export_onnx(model: LatentVariableModel, out: Path, *, check: bool, seed: in
             f"this model is conditional ({model.num_classes} classes); ONNX export takes unconditional models only "
             "for now: export a model trained with model.num_classes=0"
         )
+    if model.config.likelihood not in LIKELIHOOD_OUTPUTS:
+        raise ConfigError(
+            f"ONNX export does not support the {model.config.likelihood!r} likelihood yet (it exports "
+            f"{', '.join(LIKELIHOOD_OUTPUTS)}); serve such a model with vaekit serve"
+        )
     outputs = LIKELIHOOD_OUTPUTS.get(model.config.likelihood)
     original_device, was_training = model.device, model.training
     model = model.to("cpu").eval()

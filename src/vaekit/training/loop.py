@@ -131,6 +131,12 @@ def check_data(config: Config, bundle: DataBundle, ctx: Context) -> None:
             f"the Bernoulli likelihood needs data in [0, 1], but {config.data.source!r} holds {what}; "
             f"use model.likelihood=gaussian (or {preset})"
         )
+    scale = getattr(bundle.preprocessing, "scale", 255.0)
+    if config.model.likelihood == "discretized_logistic" and (kind not in ("unit", "binary") or scale != 255.0):
+        raise DataError(
+            f"the discretized logistic likelihood models 8-bit data (values k/255), but {config.data.source!r} holds "
+            f"{kind} values (a divisor of {scale:g}, not 255); give uint8 images (0..255), or use another likelihood"
+        )
     if math.prod(bundle.preprocessing.shape) == 0:
         raise DataError(
             f"{config.data.source!r} has examples of shape {tuple(bundle.preprocessing.shape)}, which hold no "
