@@ -150,6 +150,14 @@ def _old_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.old")
 
 
+def check_file_targets(*paths: Path) -> None:
+    """Before writing a set of files: OutputError if any of ``paths`` is a directory (so a failure on the last one
+    does not leave the first ones written)."""
+    for path in paths:
+        if path.is_dir():
+            raise OutputError(f"cannot write {str(path)!r}: it is a directory; pass another output name")
+
+
 def check_replaceable(path: str | Path, marker: str, what: str) -> None:
     """Refuse ``path`` as the target of :func:`atomic_dir` (which replaces a directory whole) unless it is absent, an
     empty directory or a directory holding ``marker``, a file of an earlier ``what``: a folder of other files, or a

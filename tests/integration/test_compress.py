@@ -283,7 +283,7 @@ def test_other_bad_requests(tmp_path, pixels, model_dirs):
         compress(model_dirs["8bit"], tmp_path / "same.npy", tmp_path / "same.npy", config=CODING)
     np.testing.assert_array_equal(np.load(tmp_path / "same.npy"), pixels)  # left as it was
     (tmp_path / "c.vkz").write_bytes(report.compressed)
-    with pytest.raises(OutputError, match="is the .vkz being read"):
+    with pytest.raises(OutputError, match=r"is the \.vkz being read"):
         decompress(model_dirs["8bit"], tmp_path / "c.vkz", tmp_path / "c.vkz")
 
 

@@ -192,8 +192,13 @@ def test_score_matches_the_library(client: Any, model: VAE, digits: np.ndarray) 
 
     x = torch.from_numpy(digits)
     recon = client.post("/v1/score", json={"x": digits.tolist(), "method": "recon"}).json()
-    assert recon["method"] == "recon" and recon["unit"] == "nats"
+    assert recon["method"] == "recon" and recon["unit"] == "squared error" and recon["k"] == 1
     np.testing.assert_allclose(recon["scores"], anomaly_scores(model, x, "recon").numpy(), rtol=1e-5)
+    many = np.repeat(digits, 8, axis=0)  # 64 examples x k=600 pass the limit of 32,768 samples: recon draws none
+    assert client.post("/v1/score", json={"x": many.tolist(), "method": "recon", "k": 600}).status_code == 200
+    assert client.post("/v1/score", json={"x": many.tolist(), "method": "elbo", "k": 600}).status_code == 422
+    bits = client.post("/v1/score", json={"x": digits.tolist(), "method": "recon", "unit": "bits"})
+    assert bits.status_code == 422 and bits.json()["detail"][0]["loc"] == ["body", "unit"]
     iwae = client.post("/v1/score", json={"x": digits.tolist(), "k": 200, "unit": "bits"}).json()
     expected = anomaly_scores(model, x, "iwae", k=200, unit="bits").numpy()
     assert len(iwae["scores"]) == 8
@@ -385,7 +390,7 @@ BAD_REQUESTS = [
     ("/v1/sample", {"label": 2}, "label", "not conditional"),
     ("/v1/score", {"x": [[0.5] * 64], "method": "magic"}, "method", "choose one of: elbo, iwae, recon"),
     ("/v1/score", {"x": [[0.5] * 64], "unit": "hartleys"}, "unit", "choose one of: nats, bits"),
-    ("/v1/score", {"x": [[0.5] * 64], "method": "recon", "unit": "bits"}, "body", "use unit=nats"),
+    ("/v1/score", {"x": [[0.5] * 64], "method": "recon", "unit": "bits"}, "unit", "has no bits; leave unit out"),
     ("/v1/score", {"x": [[0.5] * 64], "k": 0}, "k", "greater than or equal to 1"),
     ("/v1/score", {"x": [[0.5] * 64], "k": 1001}, "k", "less than or equal to 1000"),
     ("/v1/score", {"x": [[0.5] * 64] * MAX_BATCH, "k": 1000}, "k", "lower k or B"),

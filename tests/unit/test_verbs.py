@@ -192,6 +192,10 @@ def test_sample_bad_arguments(digits_model: VAE, kwargs: dict, match: str) -> No
 def test_sample_out_must_be_png(digits_model: VAE, tmp_path: Path) -> None:
     with pytest.raises(OutputError, match=r"\.png"):
         sample(digits_model, 2, out=tmp_path / "s.jpg")
+    (tmp_path / "s.npy").mkdir()  # the second file cannot be written: the first is not written either
+    with pytest.raises(OutputError, match=r"s\.npy': it is a directory"):
+        sample(digits_model, 2, out=tmp_path / "s.png")
+    assert not (tmp_path / "s.png").exists()
 
 
 def test_sample_real_valued_model_writes_heat_map(table_model: VAE, tmp_path: Path) -> None:
@@ -302,6 +306,10 @@ def test_embed_tables(digits_model: VAE, tmp_path: Path, suffix: str) -> None:
 def test_embed_unknown_suffix(digits_model: VAE, tmp_path: Path) -> None:
     with pytest.raises(OutputError, match=r"\.npy, \.csv, \.parquet"):
         embed(digits_model, out=tmp_path / "codes.txt")
+    (tmp_path / "c_logvar.npy").mkdir()
+    with pytest.raises(OutputError, match=r"c_logvar\.npy': it is a directory"):
+        embed(digits_model, out=tmp_path / "c.npy")
+    assert not (tmp_path / "c.npy").exists()
 
 
 def test_a_new_modality_writes_through_its_registered_writer(digits_model: VAE, tmp_path: Path, monkeypatch) -> None:

@@ -23,7 +23,7 @@ import torch
 
 from vaekit.errors import ConfigError, OutputError
 from vaekit.extras import import_optional
-from vaekit.files import atomic_write_bytes, csv_bytes, npy_bytes
+from vaekit.files import atomic_write_bytes, check_file_targets, csv_bytes, npy_bytes
 from vaekit.models import LatentVariableModel, with_latents
 from vaekit.models.inputs import data_labels, examples_for
 
@@ -36,6 +36,7 @@ def _write(
 ) -> None:
     suffix = out.suffix.lower()
     if suffix == ".npy":
+        check_file_targets(out, out.with_name(f"{out.stem}_logvar.npy"))  # both or neither
         atomic_write_bytes(out, npy_bytes(mu))
         atomic_write_bytes(out.with_name(f"{out.stem}_logvar.npy"), npy_bytes(log_var))
         return

@@ -26,7 +26,7 @@ import torch
 
 from vaekit.apps.writers import Layout, check_output, write_examples
 from vaekit.errors import ConfigError
-from vaekit.files import atomic_write_bytes, npy_bytes
+from vaekit.files import atomic_write_bytes, check_file_targets, npy_bytes
 from vaekit.memory import check_fits
 from vaekit.models import LatentVariableModel, as_model
 from vaekit.models.inputs import Labels, decode_labels
@@ -124,6 +124,7 @@ def sample(
         fitted = ", fitted latents" if model.latents_used(latents) == "fitted" else ""
         drawn = ", draws of p(x|z)" if draw else ""
         title = f"{n} samples, temperature {temperature:g}, seed {seed}{asked}{fitted}{drawn}"
+        check_file_targets(png, png.with_suffix(".npy"), png.with_name(f"{png.stem}_labels.npy"))
         write_examples(model, x, png, Layout(ncol=ncol, col_labels=columns, title=title,
                                                     extras=dict(writer_options or {})))
         atomic_write_bytes(png.with_suffix(".npy"), npy_bytes(x))

@@ -518,6 +518,9 @@ def _with_detector(model: LatentVariableModel | str | Path, method: str | None, 
                               "detector (or AnomalyDetector.load), or detector=False for the likelihood alone")
         return model, None
     loaded = as_model(model)
+    if not detector and DETECTOR_KEY not in loaded.metadata:
+        raise ConfigError(f"--likelihood-only (detector=False) is for a saved AnomalyDetector, and {str(model)!r} is "
+                          "a plain model, which scores its likelihood anyway; drop it")
     saved = SavedDetector.read(find_model_dir(model), loaded.metadata) if detector else None
     if saved is None:
         return loaded, None

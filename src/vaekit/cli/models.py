@@ -132,8 +132,9 @@ def _register_evaluate(commands: Commands) -> None:
         "--chunk-size",
         type=int,
         metavar="C",
-        help="importance samples decoded at once (default: about 25,600 decoded examples per pass); memory only, "
-        "the estimate does not depend on it",
+        help="importance samples decoded at once (default: about 25,600 decoded examples per pass); it sets memory, "
+        "and, as the samples are drawn chunk by chunk, which samples are drawn: the estimate is the same in "
+        "distribution, not bit for bit",
     )
     p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the importance samples")

@@ -78,12 +78,10 @@ def _splits(
     """(fit examples, test examples, description of the split)."""
     from vaekit.data import DATASETS, load_examples
 
-    if source in DATASETS:
+    if source in DATASETS:  # its own test split: test_fraction unused
         fit = load_examples(source, model.preprocessing, data_dir=data_dir, split="train")
         test = load_examples(source, model.preprocessing, data_dir=data_dir, split="test")
         return fit, test, f"the train and test splits of {source}"
-    if not 0.0 < test_fraction < 1.0:
-        raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction}; 0.2 is typical")
     from sklearn.model_selection import train_test_split
 
     examples = load_examples(source, model.preprocessing, data_dir=data_dir)
@@ -177,6 +175,8 @@ def probe(
 
     if k_neighbors < 1:
         raise ConfigError(f"k_neighbors must be at least 1, got {k_neighbors}")
+    if not 0.0 < test_fraction < 1.0:  # refused even where a built-in split makes it unused
+        raise ConfigError(f"test_fraction must be in (0, 1), got {test_fraction}; 0.2 is typical")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     model = with_latents(model, "probe")

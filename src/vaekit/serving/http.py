@@ -500,10 +500,12 @@ def _add_generative_routes(app: Any, service: Service, schemas: SimpleNamespace)
             scores = service.score(x, service.labels(body.y, len(x)), body.method, body.k, body.unit)
             detector = service.detector if body.method == "detector" else None  # its own k; a sum of z-scores
             k, unit = (body.k, body.unit) if detector is None else (detector.k, "z" if detector.n_terms > 1 else "nats")
+            if body.method == "recon":
+                k, unit = 1, "squared error"  # the decoded mean's squared distance: no samples, no nats
             return schemas.ScoreResponse(scores=array_out(scores, body.output, "float64"), method=body.method, k=k,
                                          unit=unit)
 
-        return await _run(_rows(body.x) * body.k, work)
+        return await _run(_rows(body.x) * (1 if body.method == "recon" else body.k), work)
 
     @app.post("/v1/sound", summary="Audio models: examples (log-mel spectrograms) as WAV files, by Griffin-Lim")
     async def sound(body: schemas.SoundRequest) -> schemas.SoundResponse:

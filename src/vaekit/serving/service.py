@@ -339,7 +339,9 @@ class Service:
                 raise RequestError(field, f"unknown {field} {value!r}; choose one of: {', '.join(valid)}")
         if method == "detector":
             return self._detector_scores(x, unit)
-        if len(x) * k > self.limits.max_score_samples:
+        if method == "recon" and unit == "bits":
+            raise RequestError("unit", "recon scores a squared error, which has no bits; leave unit out (nats)")
+        if method != "recon" and len(x) * k > self.limits.max_score_samples:  # recon decodes one mean, no samples
             raise RequestError(
                 "k", f"{len(x)} examples x k={k} exceeds {self.limits.max_score_samples} samples; lower k or B"
             )
