@@ -102,6 +102,8 @@ def test_score_bad_input_is_one_line(capsys: pytest.CaptureFixture[str], run_dir
     message = one_line_error(capsys, "score", str(run_dir), "--fpr", "0.1", "--threshold", "3")
     assert "not allowed with argument" in message
     assert "choose one of: elbo, iwae, recon" in one_line_error(capsys, "score", str(run_dir), "--method", "lof")
+    message = one_line_error(capsys, "score", str(run_dir), "--histogram", str(tmp_path / "h.jpg"))
+    assert "must be a .png file; pass --histogram NAME.png" in message
     message = one_line_error(capsys, "score", str(run_dir), "--likelihood-only")
     assert "--likelihood-only (detector=False) is for a saved AnomalyDetector" in message
     message = one_line_error(capsys, "probe", str(run_dir), "--test-fraction", "1.5")  # digits: its own test split
