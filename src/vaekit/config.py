@@ -16,8 +16,10 @@ The fully resolved config is written into every run directory and model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
+import numbers
 import re
 import types
 import typing
@@ -75,6 +77,25 @@ def _check_section(obj: Any, section: str, checks: Mapping[str, Check]) -> None:
         problem = check(value)
         if problem is not None:
             raise ConfigError(f"config key {section}.{name} {problem}, got {value!r}")
+
+
+@functools.cache
+def _hints(cls: Any) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _check_types(obj: Any, section: str) -> None:
+    """Every field of a section built directly (``TrainConfig(schedule="linear")``) checked as ``from_dict`` checks
+    it: its type and, for a fixed set of choices, its value; lists become tuples, numpy numbers Python ones."""
+    hints = _hints(type(obj))  # type: ignore[arg-type]  # a class is hashable
+    for field_ in dataclasses.fields(obj):
+        annotation = hints[field_.name]
+        if dataclasses.is_dataclass(annotation):
+            continue
+        value = getattr(obj, field_.name)
+        checked = _coerce(value, annotation, f"{section}.{field_.name}")
+        if checked is not value:
+            object.__setattr__(obj, field_.name, checked)
 
 
 @dataclass(frozen=True)
@@ -186,6 +207,7 @@ class ModelConfig:
     latent_density: int = 0
 
     def __post_init__(self) -> None:
+        _check_types(self, "model")
         _check_section(self, "model", {
             "latent_dim": at_least(0), "hidden_dims": all_at_least(1), "channels": all_at_least(1),
             "gaussian_scale": optional(positive()), "num_classes": at_least(0), "mixture_components": at_least(1),
@@ -324,6 +346,7 @@ class DataConfig:
     scaling: Literal["standard", "robust", "asinh"] = "standard"
 
     def __post_init__(self) -> None:
+        _check_types(self, "data")
         _check_section(self, "data", {
             "val_fraction": between(0.0, 1.0), "shuffle_buffer": at_least(1), "num_workers": at_least(0),
         })
@@ -383,6 +406,7 @@ class ObjectiveConfig:
     kl_cycle_ratio: float = 0.5
 
     def __post_init__(self) -> None:
+        _check_types(self, "objective")
         _check_section(self, "objective", {
             "beta": at_least(0.0), "kl_warmup_steps": at_least(0), "free_bits": at_least(0.0), "k": at_least(1),
         })
@@ -496,6 +520,7 @@ class TrainConfig:
     threads: int = 0
 
     def __post_init__(self) -> None:
+        _check_types(self, "train")
         _check_section(self, "train", {
             "epochs": at_least(1), "batch_size": at_least(1), "lr": positive(), "weight_decay": at_least(0.0),
             "warmup_steps": at_least(0), "grad_clip": at_least(0.0), "skip_grad_norm": at_least(0.0),
@@ -574,22 +599,23 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"config key {key!r} expects a list such as [256, 128], got {value!r}")
         item_type = args[0]
-        return tuple(_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
+        items = tuple(_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value))
+        return value if isinstance(value, tuple) and all(a is b for a, b in zip(items, value, strict=True)) else items
     if annotation is bool:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"config key {key!r} expects true or false, got {value!r}")
     if annotation is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return value if type(value) is int else int(value)
         raise ConfigError(f"config key {key!r} expects an integer, got {value!r}")
     if annotation is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return value if type(value) is float else float(value)
         raise ConfigError(f"config key {key!r} expects a number, got {value!r}")
     if annotation is str:
         if isinstance(value, str):
-            return value
+            return value if type(value) is str else str(value)
         raise ConfigError(f"config key {key!r} expects a string, got {value!r}")
     raise AssertionError(f"unsupported annotation {annotation!r} for {key}")  # internal invariant
 

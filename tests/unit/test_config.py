@@ -286,3 +286,25 @@ def test_registered_names_are_checked_before_training(tmp_path) -> None:
         with pytest.raises(ConfigError, match=rf"\({key}\); choose one of"):
             train(resolve_config(overrides=[override]), tmp_path / key)
         assert not (tmp_path / key).exists()
+
+
+@pytest.mark.parametrize(("build", "named"), [
+    (lambda: TrainConfig(schedule="linear"), "'train.schedule' must be one of 'constant', 'cosine', 'step'"),
+    (lambda: TrainConfig(optimizer="sgd"), "'train.optimizer' must be one of 'adam', 'adamw'"),
+    (lambda: TrainConfig(device="gpu"), "'train.device' must be one of 'auto', 'cpu', 'cuda'"),
+    (lambda: TrainConfig(epochs=1.5), "'train.epochs' expects an integer, got 1.5"),
+    (lambda: ModelConfig(hidden_dims=(8, "x")), r"'model.hidden_dims\[1\]' expects an integer"),
+])
+def test_sections_built_directly_are_checked_like_files(build, named) -> None:
+    # the public section classes check choices and types when built, not only when read from a file or override
+    with pytest.raises(ConfigError, match=named):
+        build()
+
+
+def test_numpy_numbers_and_lists_become_plain_values() -> None:
+    import numpy as np
+
+    train = TrainConfig(epochs=np.int64(3), lr=np.float32(0.5))
+    model = ModelConfig(hidden_dims=[np.int64(16), 8])  # type: ignore[arg-type]
+    assert type(train.epochs) is int and type(train.lr) is float and model.hidden_dims == (16, 8)
+    json.dumps(Config(model=model, train=train).to_dict())  # what config.json holds

@@ -58,7 +58,7 @@ from vaekit.errors import ConfigError, DataError, OutputError
 from vaekit.files import atomic_write_bytes, csv_bytes, npy_bytes
 from vaekit.models import LatentVariableModel, as_model
 from vaekit.models.bounds import bits_per_dim, kl_per_dimension, repeat_batch
-from vaekit.models.inputs import model_data
+from vaekit.models.inputs import as_model_dtype, check_source, model_data
 from vaekit.models.likelihoods import Likelihood
 from vaekit.models.posteriors import Posterior
 from vaekit.models.serialization import find_model_dir
@@ -230,6 +230,7 @@ def anomaly_scores(
         )
     saturated = _saturated_fn(model, method) if relative else None
     model.eval()
+    x = as_model_dtype(model, x)  # float64 or 0/1 integer data for a float32 model
     model.check_input(x)
     generator = torch.Generator().manual_seed(seed)
     dtype = x.dtype if x.is_floating_point() else next(model.parameters()).dtype  # token ids (text) are integers
@@ -606,6 +607,7 @@ def score(
         ``out`` not ending in ``.csv`` / ``.npy``, ``histogram`` not ending in ``.png``, or unwritable paths.
     """
     _check_rules(threshold, fpr, contamination, calibrate, out, histogram)
+    check_source(data)
     model, saved = _with_detector(model, method, k, unit, relative, detector, seed)
     seed = 0 if seed is None else seed
     method, k = (saved.method, saved.k) if saved is not None else (method or "iwae", 100 if k is None else k)

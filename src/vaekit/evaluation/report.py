@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from vaekit.errors import ConfigError, DataError
 from vaekit.models import LatentVariableModel, as_model
 from vaekit.models.bounds import bits_per_dim, elbo, iwae_bound
-from vaekit.models.inputs import examples_for, model_data
+from vaekit.models.inputs import as_model_dtype, examples_for, model_data
 from vaekit.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -207,7 +207,8 @@ def evaluate(
     examples = None
     x_all: torch.Tensor | None = None
     if isinstance(data, torch.Tensor):
-        x_all, y_all, source, how = data.to(model.device), labels, "tensor", "as given"
+        y_all = None if labels is None else torch.as_tensor(labels, dtype=torch.long)
+        x_all, source, how = as_model_dtype(model, data), "tensor", "as given"
         rows: _Rows = _TensorRows(x_all, y_all if model.num_classes else None)
     elif getattr(examples := examples_for(model, data, data_dir), "read_by_batch", False):
         # sparse rows (interactions): densified a batch at a time, never the whole set at once
@@ -218,9 +219,10 @@ def evaluate(
     if len(rows) == 0:
         raise DataError(f"no examples to evaluate in {source!r}; pass a non-empty dataset")
     chunk = chunk_size or max(1, min(k, 25_600 // batch_size))
-    torch.manual_seed(seed)
     start = time.perf_counter()
-    sums = _accumulate(model, rows, k, chunk, batch_size, progress)
+    with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
+        torch.manual_seed(seed)  # seeded here, the caller's global RNG left as it was
+        sums = _accumulate(model, rows, k, chunk, batch_size, progress)
     report = _report(model, sums, len(rows), source, how, k, chunk, seed, time.perf_counter() - start)
     if model.modality() in REPORT_EXTENSIONS and x_all is not None:
         extension = REPORT_EXTENSIONS.get(model.modality())

@@ -30,6 +30,7 @@ contract tests build, so a new family is tested by registering.
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -227,8 +228,10 @@ class LatentVariableModel(nn.Module):
             raise ConfigError(f"temperature must be a positive finite number, got {temperature}")
         if y is not None and self.conditioning is None:
             raise ConfigError("this model is not conditional; sample without a label (or train with model.num_classes)")
-        if isinstance(y, int):
-            y = torch.full((n,), y, dtype=torch.long)
+        if isinstance(y, numbers.Integral) and not isinstance(y, bool):
+            y = torch.full((n,), int(y), dtype=torch.long)
+        elif y is not None and not isinstance(y, torch.Tensor):  # a list or array of classes
+            y = torch.as_tensor(y, dtype=torch.long)
         z = self.sample_latents(n, temperature, generator, y, latents)  # (n, L)
         px_z = self.decode(z, None if y is None else y.to(self.device))
         return px_z.mean if mean else px_z.sample()

@@ -10,6 +10,7 @@ a path (see :func:`vaekit.data.load_examples`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,15 +33,25 @@ def examples_for(
     ConfigError
         The model carries no preprocessing record, or no data source to default to.
     """
+    check_source(data)
     if model.preprocessing is None:
         raise ConfigError(
             "the model has no stored preprocessing, so its data cannot be read; use a model saved by "
-            "`vaekit train`, or pass the data as a tensor"
+            "`vaekit train` (vaekit.evaluate also takes a tensor of preprocessed examples)"
         )
-    source = data or model.preprocessing.source
+    source = str(data) if data is not None else model.preprocessing.source
     if not source:
         raise ConfigError("the model does not record its data source; pass data (--data NAME_OR_PATH)")
     return load_examples(source, model.preprocessing, data_dir=data_dir, split=split)
+
+
+def check_source(data: object) -> None:
+    """DataError unless ``data`` is ``None``, a dataset name or a path (a tensor or array where a source is read)."""
+    if data is not None and not isinstance(data, (str, Path)):
+        raise DataError(
+            f"data must be a dataset name or a path, got {type(data).__name__}; save the array (.npy) and pass its "
+            "path, or use the model's own methods on tensors (model.reconstruct, model.encode, vaekit.evaluate)"
+        )
 
 
 def binarization_of(model: LatentVariableModel) -> str:
@@ -110,10 +121,13 @@ def decode_labels(model: LatentVariableModel, label: Labels | None, n: int) -> t
             f"label={label!r} was given, but this model is not conditional; drop the label (--label), or "
             "train a conditional model with model.num_classes=K"
         )
-    if isinstance(label, (int, np.integer)):
+    if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
         y = torch.full((n,), int(label), dtype=torch.long)
     else:
-        y = torch.as_tensor(np.asarray(label), dtype=torch.long).reshape(-1)
+        values = np.asarray(label.cpu() if isinstance(label, torch.Tensor) else label)
+        if values.dtype.kind not in "iu":  # 2.7 or [0.5, 1.9] are not classes: never truncated
+            raise DataError(f"labels must be whole class numbers in 0..{model.num_classes - 1}, got {label!r}")
+        y = torch.as_tensor(values, dtype=torch.long).reshape(-1)
     return model.conditioning.check(y, n).to(model.device)  # type: ignore[no-any-return]
 
 
@@ -131,3 +145,13 @@ def check_index(index: int, size: int, name: str) -> int:
     if not 0 <= index < size:
         raise ConfigError(f"{name}={index} is out of range for {size} examples; choose 0..{size - 1}")
     return index
+
+
+def as_model_dtype(model: LatentVariableModel, x: torch.Tensor) -> torch.Tensor:
+    """Examples ``x`` in the model's floating type (float64 data for a float32 model, 0/1 integers or booleans for a
+    Bernoulli model), on its device; token ids of a text model stay integers."""
+    if model.modality() == "text":
+        return x.to(model.device)
+    dtype = next(model.parameters()).dtype
+    return x.to(model.device, dtype)
+

@@ -162,8 +162,19 @@ def load(path: str | Path, device: str | None = None) -> LatentVariableModel:
     model.metadata = metadata
     model.eval()
     if device is not None:
-        model.to(device)
+        model.to(_device(device))
     return model
+
+
+def _device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device this machine has; ConfigError (one line) if not."""
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {str(device)!r}; use cpu or cuda (cuda:N)") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {str(device)!r} asked for, but this machine has no CUDA GPU torch can use; use cpu")
+    return chosen
 
 
 def as_model(model: LatentVariableModel | str | Path) -> LatentVariableModel:

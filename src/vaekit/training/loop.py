@@ -259,12 +259,14 @@ def train(
     check_names(config.model)
     OBJECTIVES.get(config.objective.name)
     ctx = distributed.init_context(resolve_device(config.train.device))
+    callers_threads = torch.get_num_threads()  # the run chooses its own; the caller's is given back after it
     try:
         distributed.barrier(ctx)  # every rank has checked `out` before rank 0 writes into it
         result = _train(config, out, resume, progress, data, ctx, on_epoch)
         distributed.barrier(ctx)  # rank 0 has written the run; all ranks leave the group together
         return result
     finally:
+        torch.set_num_threads(callers_threads)
         distributed.close(ctx)
 
 
