@@ -153,6 +153,21 @@ def test_shards_are_scaled_as_data_scaling_says_like_in_memory_data(tmp_path, mo
     np.testing.assert_allclose(np.sort(batch.numpy(), 0), np.sort(expected, 0), rtol=1e-4, atol=1e-5)
 
 
+def test_streamed_standardization_of_columns_far_from_zero(tmp_path):
+    # E[x^2] - E[x]^2 cancels catastrophically for a column near 1e8 or a constant 1000.1; sums of x - (first row)
+    # do not: the stored spreads are numpy's, a constant column's 1
+    folder = tmp_path / "far"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    x = np.stack([rng.normal(0, 1, 3000), 1e8 + rng.normal(0, 1, 3000), np.full(3000, 1000.1)], 1)
+    for i in range(3):
+        np.save(folder / f"p{i}.npy", x[i * 1000 : (i + 1) * 1000])
+    prep = load_data(DataConfig(source=str(folder), val_fraction=0.0)).preprocessing
+    np.testing.assert_allclose(prep.std[:2], x[:, :2].std(0), rtol=1e-6)
+    np.testing.assert_allclose(prep.mean, x.mean(0), rtol=1e-12)
+    assert prep.std[2] == 1.0
+
+
 def _tiny(preset: str, source: Path, *overrides: str):
     from vaekit.config import resolve_config
     from vaekit.presets import get_preset
@@ -290,3 +305,13 @@ def test_one_epoch_over_data_larger_than_the_memory_limit(tmp_path):
     n_val = SHARDS * round(ROWS * 0.01)
     assert report["n_seen"] == report["unique"] == SHARDS * ROWS - n_val  # every train example exactly once
     assert report["min"] >= 0 and report["max"] < SHARDS * ROWS and np.isfinite(report["val_elbo"])
+
+
+def test_a_later_parquet_shard_with_text_is_a_one_line_error(tmp_path):
+    pd = pytest.importorskip("pandas")
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    pd.DataFrame({"a": np.arange(50.0), "b": np.ones(50)}).to_parquet(folder / "part-0.parquet")
+    pd.DataFrame({"a": np.arange(50.0), "b": ["abc"] * 50}).to_parquet(folder / "part-1.parquet")
+    with pytest.raises(DataError, match=r"cannot read row group 0 of shard .*part-1\.parquet.*columns numbers"):
+        load_data(DataConfig(source=str(folder), val_fraction=0.0))  # read when the scaling is fitted

@@ -58,7 +58,7 @@ from vaekit.errors import ConfigError, DataError, OutputError
 from vaekit.files import atomic_write_bytes, csv_bytes, npy_bytes
 from vaekit.models import LatentVariableModel, as_model
 from vaekit.models.bounds import bits_per_dim, kl_per_dimension, repeat_batch
-from vaekit.models.inputs import as_model_dtype, check_source, model_data
+from vaekit.models.inputs import as_model_dtype, check_source, model_data, unlabelled
 from vaekit.models.likelihoods import Likelihood
 from vaekit.models.posteriors import Posterior
 from vaekit.models.serialization import find_model_dir
@@ -232,6 +232,8 @@ def anomaly_scores(
     model.eval()
     x = as_model_dtype(model, x)  # float64 or 0/1 integer data for a float32 model
     model.check_input(x)
+    if model.num_classes and y is None:
+        raise unlabelled(model)
     generator = torch.Generator().manual_seed(seed)
     dtype = x.dtype if x.is_floating_point() else next(model.parameters()).dtype  # token ids (text) are integers
     noise = torch.randn(k, model.latent_dim, generator=generator).to(model.device, dtype)  # (k, L), shared

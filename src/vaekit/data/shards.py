@@ -199,9 +199,14 @@ class _ParquetShard:
     def _group(self, g: int) -> tuple[np.ndarray, np.ndarray | None]:
         if self._cached is None or self._cached[0] != g:
             columns = [*self.features, *([self.label_column] if self.label_column else [])]
-            table = _pyarrow_parquet().ParquetFile(self.path).read_row_group(g, columns=columns)
-            x = np.stack([np.asarray(table.column(c).to_numpy(zero_copy_only=False), np.float32)
-                          for c in self.features], axis=1)  # (rows, D)
+            try:
+                table = _pyarrow_parquet().ParquetFile(self.path).read_row_group(g, columns=columns)
+                x = np.stack([np.asarray(table.column(c).to_numpy(zero_copy_only=False), np.float32)
+                              for c in self.features], axis=1)  # (rows, D)
+            except (OSError, ValueError, TypeError) as exc:  # a damaged page; a later shard's text column
+                reason = " ".join(str(exc).split())[:160]
+                raise DataError(f"cannot read row group {g} of shard {str(self.path)!r}: {reason}; replace the shard, "
+                                "or make its columns numbers like the first shard's") from None
             labels = None
             if self.label_column:
                 labels = np.asarray(table.column(self.label_column).to_numpy(zero_copy_only=False))
@@ -610,16 +615,21 @@ def _train_scaling(shards: list[_Shard], plan: _Plan, scale: float,
     low, high = np.full(features, np.inf), np.full(features, -np.inf)
     step = sample_step(sum(plan.count(s, False) for s in range(len(shards))))
     sample: list[np.ndarray] = []
+    shift: np.ndarray | None = None  # sums of x - (the first row): no cancellation for a column far from 0
     for _, _, (x, _) in _pieces(shards, plan, validation=False):
         values = np.asarray(x, np.float64).reshape(len(x), features) / scale
-        total += values.sum(0)
-        total_sq += (values**2).sum(0)
+        if shift is None and len(values):
+            shift = values[0].copy()
+        centred = values - (shift if shift is not None else 0.0)
+        total += centred.sum(0)
+        total_sq += (centred**2).sum(0)
         low, high = np.minimum(low, values.min(0)), np.maximum(high, values.max(0))
         if method != "standard":
             sample.append(values[(-count) % step :: step])  # training rows count, count + 1, ...: every step-th
         count += len(values)
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 0.0))
+    offset = total / count
+    mean = offset + (shift if shift is not None else 0.0)
+    std = np.sqrt(np.maximum(total_sq / count - offset**2, 0.0))
     std[std < 1e-8] = 1.0  # constant features: centred, not divided by zero (as vaekit.data does)
     if method == "standard":
         return tuple(mean.tolist()), tuple(std.tolist())

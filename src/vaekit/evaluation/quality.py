@@ -57,6 +57,7 @@ import torch
 
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation.classifier import get_classifier
+from vaekit.memory import check_fits
 from vaekit.models import LatentVariableModel, as_model
 from vaekit.models.inputs import decode_labels, examples_for
 
@@ -369,6 +370,17 @@ def _draw(
     return np.concatenate(parts)
 
 
+def check_quality_request(model: LatentVariableModel, n: int, k: int = PR_NEIGHBOURS, halves: str = "ordered") -> None:
+    """What :func:`sample_quality` refuses before any work: ``n <= k``, an unknown ``halves``, more samples than
+    memory holds (``vaekit evaluate`` checks these before its NLL pass)."""
+    if n <= k:
+        raise ConfigError(f"n must exceed k={k} (the precision/recall neighbour), got {n}; use --samples 5000")
+    if halves not in HALVES:
+        raise ConfigError(f"halves={halves!r} is not one of {', '.join(HALVES)}")
+    check_fits(2.0 * n * (model.num_dims + model.latent_dim) * 4, f"{n:,} samples of {model.num_dims} values",
+               "ask for fewer samples (--samples)")
+
+
 @torch.no_grad()
 def sample_quality(
     model: LatentVariableModel | str | Path,
@@ -431,11 +443,8 @@ def sample_quality(
     DataError
         If the data has no labels or fewer than ``2 (k + 1)`` test examples.
     """
-    if n <= k:
-        raise ConfigError(f"n must exceed k={k} (the precision/recall neighbour), got {n}; use --samples 5000")
-    if halves not in HALVES:
-        raise ConfigError(f"halves={halves!r} is not one of {', '.join(HALVES)}")
     model = as_model(model)
+    check_quality_request(model, n, k, halves)
     model.eval()
     start = time.perf_counter()
     examples = examples_for(model, data, data_dir)  # the test split, never binarized

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 from vaekit.errors import ConfigError, DataError
 from vaekit.models import LatentVariableModel, as_model
 from vaekit.models.bounds import bits_per_dim, elbo, iwae_bound
-from vaekit.models.inputs import as_model_dtype, examples_for, model_data
+from vaekit.models.inputs import as_model_dtype, examples_for, model_data, unlabelled
 from vaekit.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -201,6 +201,10 @@ def evaluate(
     if samples and model.modality() == "text":  # refused before the NLL pass, not after it
         raise ConfigError("the sample-quality metrics (FID, KID, precision/recall) are for images and audio; a text "
                           "model has none: drop --samples (vaekit text shuffle-auroc and text sample judge text)")
+    if samples:
+        from vaekit.evaluation.quality import check_quality_request
+
+        check_quality_request(model, samples, halves=halves)  # before the NLL pass, not after it
     if model.latent_dim == 0 and k > 1:  # no latent variable: every bound is the exact log-likelihood
         logger.info("the model has no latent variable: its likelihood is exact, evaluated once (k=1, not %d)", k)
         k = 1
@@ -218,6 +222,8 @@ def evaluate(
         rows = _TensorRows(x_all, y_all if model.num_classes else None)  # unconditional models ignore labels
     if len(rows) == 0:
         raise DataError(f"no examples to evaluate in {source!r}; pass a non-empty dataset")
+    if model.num_classes and isinstance(rows, _TensorRows) and rows.y is None:
+        raise unlabelled(model)
     chunk = chunk_size or max(1, min(k, 25_600 // batch_size))
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[model.device] if model.device.type == "cuda" else []):
@@ -234,7 +240,7 @@ def evaluate(
     hook = getattr(examples, "heldout_metrics", None)  # data with held-out targets: interactions' ranking metrics
     if hook is not None:
         report.heldout = hook(lambda x: model.reconstruct(x.to(model.device))) or None
-    if samples:  # a negative count reaches sample_quality, which rejects it
+    if samples:
         from vaekit.evaluation.quality import sample_quality
 
         named = data if isinstance(data, str) else None

@@ -95,11 +95,16 @@ def data_labels(model: LatentVariableModel, examples: ExampleSet, indices: np.nd
     if not model.num_classes:
         return None
     if examples.labels is None:
-        raise DataError(
-            f"this model is conditional on a label in 0..{model.num_classes - 1}, but the data has no labels; "
-            "pass labelled data (--data) like the data it was trained on"
-        )
+        raise unlabelled(model)
     return torch.as_tensor(examples.labels[np.asarray(indices, dtype=np.int64)], dtype=torch.long)
+
+
+def unlabelled(model: LatentVariableModel) -> DataError:
+    """The error for data without labels given to a conditional model."""
+    return DataError(
+        f"this model is conditional on a label in 0..{model.num_classes - 1}, but the data has no labels; "
+        "pass labelled data (--data) like the data it was trained on (from Python, with a tensor: labels=/y=)"
+    )
 
 
 def decode_labels(model: LatentVariableModel, label: Labels | None, n: int) -> torch.Tensor | None:
