@@ -518,3 +518,21 @@ def test_mnist_files_are_not_read_as_fashion_mnist(tmp_path: Path, monkeypatch: 
     with pytest.raises(DataError, match=r"is mnist's file, not fashion-mnist's"):
         builtin.find_idx("fashion-mnist", str(tmp_path), builtin.IDX_FILES["test"])
     assert builtin.find_idx("mnist", str(tmp_path), builtin.IDX_FILES["test"])[0].parent == tmp_path
+
+
+def test_labels_read_for_a_model_are_numbered_by_its_classes(tmp_path: Path) -> None:
+    # a test folder or file lacking a class must not shift the others: the model keeps its training classes
+    for split, names in (("train", "abc"), ("test", "ac")):
+        for name in names:
+            (tmp_path / split / name).mkdir(parents=True)
+            for i in range(3):
+                Image.new("L", (4, 4), color=40 * i).save(tmp_path / split / name / f"{i}.png")
+    prep = load_data(DataConfig(source=str(tmp_path / "train"), val_fraction=0.2)).preprocessing
+    assert prep.label_classes == ("a", "b", "c")
+    assert load_examples(str(tmp_path / "test"), prep).labels.tolist() == [0, 0, 0, 2, 2, 2]
+    x = np.random.default_rng(0).random((30, 4)).astype(np.float32)
+    np.savez(tmp_path / "train.npz", x=x, y=np.array(["nine", "seven", "zero"] * 10))
+    np.savez(tmp_path / "test.npz", x=x[:4], y=np.array(["nine", "zero", "nine", "zero"]))
+    prep = load_data(DataConfig(source=str(tmp_path / "train.npz"), val_fraction=0.2)).preprocessing
+    assert prep.label_classes == ("nine", "seven", "zero")
+    assert load_examples(str(tmp_path / "test.npz"), prep).labels.tolist() == [0, 2, 0, 2]

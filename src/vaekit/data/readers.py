@@ -21,6 +21,7 @@ A new file type registers a :class:`Reader` in :data:`READERS`; :func:`read_path
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tokenize
 import zipfile
@@ -33,7 +34,7 @@ from typing import Protocol
 
 import numpy as np
 
-from vaekit.data.arrays import RawData, array_source, as_labels
+from vaekit.data.arrays import RawData, array_source, as_labels, fit_label_classes
 from vaekit.data.tables import TABLE_SUFFIXES, is_table, read_table
 from vaekit.errors import ConfigError, DataError, VaeKitError
 from vaekit.registry import Registry
@@ -153,8 +154,11 @@ def _read_npz(path: Path, options: ReadOptions) -> RawData:
         )
     x = arrays[x_key]
     y_key = next((k for k in ("y", "Y", "labels") if k in arrays and k != x_key), None)
-    labels = None if y_key is None else as_labels(arrays[y_key], len(x), f"{path}[{y_key!r}]")
-    return array_source(x, labels, str(path))
+    if y_key is None:
+        return array_source(x, None, str(path))
+    classes = options.label_classes or fit_label_classes(arrays[y_key])  # the model's, or fitted when training
+    labels = as_labels(arrays[y_key], len(x), f"{path}[{y_key!r}]", classes)
+    return dataclasses.replace(array_source(x, labels, str(path)), label_classes=classes)
 
 
 def _read_table(path: Path, options: ReadOptions) -> RawData:
@@ -199,15 +203,16 @@ def _read_images(path: Path, options: ReadOptions) -> RawData:
     x = np.stack(images)  # (N, C, H, W)
     parents = [f.relative_to(path).parts for f in files]
     labels = None
-    if all(len(p) > 1 for p in parents):
-        classes = sorted({p[0] for p in parents})
-        labels = np.array([classes.index(p[0]) for p in parents], dtype=np.int64)
+    classes = None
+    if all(len(p) > 1 for p in parents):  # the model's classes when reading for it: a folder lacking one is no shift
+        classes = options.label_classes or tuple(sorted({p[0] for p in parents}))
+        labels = as_labels(np.array([p[0] for p in parents]), len(parents), str(path), classes)
         logger.info("image classes from subfolders of %s: %s", path, dict(enumerate(classes)))
     elif any(len(p) > 1 for p in parents):
         logger.warning("%s mixes images in subfolders and at the top level; no labels are used", path)
     h, w = int(x.shape[2]), int(x.shape[3])
     return RawData(x, labels, tuple(x.shape[1:]), "unit", 255.0, str(path), image_size=(h, w),
-                channels=int(x.shape[1]))
+                   channels=int(x.shape[1]), label_classes=classes)
 
 
 READERS.register("npy")(_SuffixReader(".npy", (".npy",), _read_npy))
