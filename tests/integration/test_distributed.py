@@ -307,3 +307,9 @@ def test_bf16_autocast_and_compile_run_on_cpu(tiny_config, tmp_path, monkeypatch
 def test_compile_with_inductor_on_cpu(tiny_config, tmp_path):
     result = train(tiny_config("train.epochs=1", "train.compile=true"), tmp_path / "run")
     assert np.isfinite(result.metrics[-1]["val_elbo"])
+
+
+def test_the_latent_density_of_a_two_process_run_is_fitted_to_every_training_code(tmp_path):
+    _vaekit("train", "--nproc", "2", "--out", "run", "--epochs", "1", *TINY, "model.latent_density=1", cwd=tmp_path)
+    metadata = json.loads((tmp_path / "run" / "best" / "metadata.json").read_text())
+    assert metadata["latent_density"]["examples"] == 1350  # not rank 0's 675

@@ -81,6 +81,19 @@ class Feed:
             return self.examples.num_batches(self.batch_size, self.ctx.world_size, self.config.data.num_workers)
         return math.ceil(len(self.examples) // self.ctx.world_size / self.batch_size)
 
+    def all_batches(self, shuffle_gen: torch.Generator) -> Iterator[Batch]:
+        """Every example in the order of epoch 0's shuffle, not only this rank's share (for work rank 0 does alone,
+        such as fitting the latent density); with one process, :meth:`batches` of epoch 0. A stream of shards
+        gives this rank's share."""
+        if self.ctx.world_size == 1 or isinstance(self.examples, ShardedExamples):
+            yield from self.batches(0, shuffle_gen)
+            return
+        order = torch.randperm(len(self.examples), generator=shuffle_gen)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            x = self.x[idx.to(self.x.device)] if self.x is not None else self.examples.batch(idx).to(self.ctx.device)
+            yield x, (None if self.y is None else self.y[idx.to(self.y.device)])
+
     def batches(self, epoch: int = 0, shuffle_gen: torch.Generator | None = None) -> Iterator[Batch]:
         """This rank's batches: of epoch ``epoch`` in a fresh order (training), or in order (validation)."""
         ctx, examples, b = self.ctx, self.examples, self.batch_size

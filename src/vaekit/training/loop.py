@@ -558,7 +558,7 @@ def _fit_latents(run: _Run, best: LatentVariableModel) -> None:
     """Fit the best model's latent density to the training codes and save it into best/ (rank 0)."""
     start = time.perf_counter()
     generator = torch.Generator().manual_seed(run.config.train.seed)
-    used = fit_latent_density(best, run.feed.batches(0, generator), seed=run.config.train.seed)
+    used = fit_latent_density(best, run.feed.all_batches(generator), seed=run.config.train.seed)
     extra = extra_metadata(best.metadata)
     extra["latent_density"] = {"examples": used, "gaussians_per_class": run.config.model.latent_density}
     save_model(best, run.out / "best", extra)
