@@ -302,7 +302,7 @@ def test_one_epoch_over_data_larger_than_the_memory_limit(tmp_path):
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["refused"], "the memory limit does not bind"
     assert report["anon_growth"] < CAP_MB << 20, report
-    n_val = SHARDS * round(ROWS * 0.01)
+    n_val = round(SHARDS * ROWS * 0.01)  # of all rows, shared among the shards
     assert report["n_seen"] == report["unique"] == SHARDS * ROWS - n_val  # every train example exactly once
     assert report["min"] >= 0 and report["max"] < SHARDS * ROWS and np.isfinite(report["val_elbo"])
 
@@ -315,3 +315,13 @@ def test_a_later_parquet_shard_with_text_is_a_one_line_error(tmp_path):
     pd.DataFrame({"a": np.arange(50.0), "b": ["abc"] * 50}).to_parquet(folder / "part-1.parquet")
     with pytest.raises(DataError, match=r"cannot read row group 0 of shard .*part-1\.parquet.*columns numbers"):
         load_data(DataConfig(source=str(folder), val_fraction=0.0))  # read when the scaling is fitted
+
+
+def test_many_small_shards_hold_out_the_fraction_of_all_rows(tmp_path):
+    folder = tmp_path / "small"
+    folder.mkdir()
+    for i in range(60):
+        np.save(folder / f"p{i:02d}.npy", np.random.default_rng(i).random((4, 3)).astype(np.float32))
+    for fraction, held in ((0.1, 24), (0.3, 72)):  # round(240 x fraction), not a round() per shard of 4
+        bundle = load_data(DataConfig(source=str(folder), val_fraction=fraction))
+        assert (len(bundle.train), len(bundle.val)) == (240 - held, held)

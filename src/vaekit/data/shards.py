@@ -38,6 +38,7 @@ the dataset's size. Files are read with plain reads, not memory maps, so no file
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Iterator
@@ -574,9 +575,7 @@ def load_sharded(cfg: DataConfig) -> DataBundle:
     n = sum(lengths)
     if n == 0:
         raise DataError(f"data source {cfg.source!r} holds 0 examples; add data")
-    val_counts = [round(length * cfg.val_fraction) for length in lengths]
-    if cfg.val_fraction > 0 and sum(val_counts) == 0:
-        val_counts[int(np.argmax(lengths))] = 1
+    val_counts = _held_out(lengths, cfg.val_fraction)
     if n - sum(val_counts) < 1:
         raise DataError(f"{n} examples leave none for training after holding out {sum(val_counts)} for validation; "
                         "lower data.val_fraction or add data")
@@ -602,6 +601,24 @@ def load_sharded(cfg: DataConfig) -> DataBundle:
     logger.info("data %s: %d shards, %d train, %d val (streamed), shape %s, kind %s", path, len(shards),
                 len(splits[0]), len(splits[1]), preprocessing.shape, kind)
     return DataBundle(train=splits[0], val=splits[1], test=None, preprocessing=preprocessing)
+
+
+def _held_out(lengths: tuple[int, ...], fraction: float) -> list[int]:
+    """Validation rows of each shard: ``max(1, round(N * fraction))`` in all (N the rows of every shard, as for data
+    in memory), shared in proportion to the shards' lengths (largest remainders get the rounding; ties: the first
+    shard), so many small shards do not round their share away one by one."""
+    if fraction <= 0:
+        return [0] * len(lengths)
+    total = min(sum(lengths), max(1, round(sum(lengths) * fraction)))
+    exact = [length * fraction for length in lengths]
+    counts = [min(int(e), length) for e, length in zip(exact, lengths, strict=True)]
+    by_remainder = sorted(range(len(lengths)), key=lambda i: (-(exact[i] - counts[i]), i))
+    for i in itertools.cycle(by_remainder):
+        if sum(counts) >= total:
+            break
+        if counts[i] < lengths[i]:
+            counts[i] += 1
+    return counts
 
 
 def _train_scaling(shards: list[_Shard], plan: _Plan, scale: float,
