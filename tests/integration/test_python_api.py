@@ -80,3 +80,14 @@ def test_labels_are_whole_classes_in_any_container(run: Path) -> None:
 def test_a_tensor_where_a_source_is_read_is_a_clear_error(run: Path, call) -> None:
     with pytest.raises(DataError, match=r"data must be a dataset name or a path, got (Tensor|ndarray)"):
         call(vaekit.load(run))
+
+
+def test_arguments_of_the_wrong_kind_are_named(tmp_path: Path, tiny_model) -> None:
+    with pytest.raises(ConfigError, match="data must be a DataBundle, got ndarray; build one from arrays"):
+        vaekit.train(None, tmp_path / "r", data=np.zeros((4, 64), np.float32))
+    with pytest.raises(ConfigError, match="config must be a vaekit Config, got str"):
+        vaekit.train("digits", tmp_path / "r")  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="data must be a numpy array, a dataset name or a path, got Tensor"):
+        vaekit.compress(tiny_model(), torch.zeros(2, 1, 8, 8))  # an unconditional Bernoulli model
+    assert not (tmp_path / "r").exists()
+

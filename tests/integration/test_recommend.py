@@ -119,6 +119,8 @@ def test_recommend_for_a_user_of_a_file(trained, tmp_path: Path) -> None:
     assert main(["recommend", str(run), "--user", "7", "--data", str(missing)]) == 2  # one line, no traceback
     with pytest.raises(ConfigError, match="is one string; give a list of item ids"):
         vaekit.recommend(run, "1,50", k=3)
+    with pytest.raises(ConfigError, match=r"k must be at least 1 \(a whole number of items\), got 2.5"):
+        vaekit.recommend(run, ["1"], k=2.5)
     rows = clustered_rows(120, 45)
     liked = {i for u, i, r in rows if u == "7" and r >= 4}
     assert set(recs["history"]) <= liked and not set(recs["items"]) & set(recs["history"])

@@ -182,7 +182,8 @@ def test_sample_temperature_zero_limit_is_prior_mean(digits_model: VAE) -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "match"), [({"n": 0}, "n must be"), ({"temperature": 0.0}, "temperature")]
+    ("kwargs", "match"), [({"n": 0}, "n must be"), ({"n": 2.5}, r"n must be at least 1 \(a whole number"),
+                          ({"seed": None}, "seed must be an integer"), ({"temperature": 0.0}, "temperature")]
 )
 def test_sample_bad_arguments(digits_model: VAE, kwargs: dict, match: str) -> None:
     with pytest.raises(ConfigError, match=match):

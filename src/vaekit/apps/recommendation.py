@@ -17,6 +17,7 @@ none is given, it is an error. Titles come from an item table (``item_names``, e
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -140,8 +141,8 @@ def recommend(
     if (items is None) == (user is None):
         raise ConfigError("give the user's items (--items 1,50,172) or a user of an interaction file "
                           "(--user ID [--data FILE]), one of the two")
-    if k < 1:
-        raise ConfigError(f"k must be at least 1, got {k}")
+    if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
+        raise ConfigError(f"k must be at least 1 (a whole number of items), got {k!r}")
     if isinstance(items, (str, bytes)):  # a string is a sequence of characters, not of ids
         raise ConfigError(f"items={items!r} is one string; give a list of item ids, e.g. ['1', '50', '172']")
     model = as_model(model)

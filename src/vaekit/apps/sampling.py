@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -94,8 +95,10 @@ def sample(
     OutputError
         If ``out`` is not a ``.png`` path or cannot be written.
     """
-    if n < 1:
-        raise ConfigError(f"n must be at least 1, got {n}; ask for one or more samples")
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+        raise ConfigError(f"n must be at least 1 (a whole number of samples), got {n!r}")
+    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
     if not 0 < temperature < math.inf:
         raise ConfigError(f"temperature must be a positive finite number, got {temperature}; 1.0 samples the prior")
     model = as_model(model)

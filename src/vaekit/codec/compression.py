@@ -189,6 +189,9 @@ def read_array(
     """
     if isinstance(data, np.ndarray):
         return data, "array"
+    if not isinstance(data, (str, Path)):  # a tensor or list: str() of it is no path
+        raise DataError(f"data must be a numpy array, a dataset name or a path, got {type(data).__name__}; pass "
+                        "x.numpy() for a tensor")
     source = str(data)
     if source in DATASETS:
         return read_builtin(source, data_dir, "test").x, f"{source} (test split)"

@@ -255,6 +255,12 @@ def train(
             raise ConfigError("resume needs the run directory: pass out=/--out")
         out = Path("runs") / time.strftime("vaekit-%Y%m%d-%H%M%S")
     out = Path(out)
+    if data is not None and not isinstance(data, DataBundle):
+        raise ConfigError(f"data must be a DataBundle, got {type(data).__name__}; build one from arrays with "
+                          "vaekit.data.from_arrays(x, y), or set config.data.source to a file")
+    if config is not None and not isinstance(config, Config):
+        raise ConfigError(f"config must be a vaekit Config, got {type(config).__name__}; build one with "
+                          "vaekit.resolve_config(...) or Config.from_dict(...)")
     config = checkpoints.resolve_run_config(config, out, resume)
     check_names(config.model)
     OBJECTIVES.get(config.objective.name)
