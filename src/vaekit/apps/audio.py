@@ -26,8 +26,8 @@ import numpy as np
 
 from vaekit.apps.writers import WRITERS, Layout
 from vaekit.data.audio import AudioPreprocessing, wav_bytes
-from vaekit.errors import ConfigError, DataError, OutputError
-from vaekit.files import atomic_write_bytes
+from vaekit.errors import ConfigError, DataError
+from vaekit.files import atomic_write_bytes, check_file_targets
 from vaekit.models import LatentVariableModel
 from vaekit.plots import save_image_grid
 
@@ -102,9 +102,7 @@ class AudioWriter:
         wav = out if out.suffix.lower() == ".wav" else out.with_suffix(".wav")  # out.WAV stays out.WAV
         png = out.with_suffix(".png")
         paths = clip_paths(wav, len(x), layout) if len(x) > 1 else []  # one clip: out.wav alone
-        for target in (png, wav, *paths):  # checked before any file is written, so none is left half a set
-            if target.is_dir():
-                raise OutputError(f"cannot write {str(target)!r}: it is a directory; pass another --out")
+        check_file_targets(png, wav, *paths)  # before any file is written, so none is left half a set
         waves, peaks = within_full_scale(record.to_waveforms(x, iterations))  # (N, S)
         save_image_grid(record.pictures(x), png, nrow=layout.ncol, row_labels=layout.row_labels,
                         col_labels=layout.col_labels, title=layout.title)

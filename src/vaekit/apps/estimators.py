@@ -616,12 +616,8 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
             offset=0.0, n_features=int(self.n_features_in_), feature_names=self._feature_names(),
             input_neighbors=int(self.input_neighbors),
         )
-        if self.neighbors:
-            saved.codes, saved.counts, saved._index = self.codes_, self.code_counts_, self.neighbors_index_
-        if self.input_neighbors:
-            saved.rows, saved.row_counts, saved._row_index = self.rows_, self.row_counts_, self.rows_index_
-        if saved.n_terms > 1:
-            saved.center, saved.scale = self.score_center_, self.score_scale_
+        for saved_name, own in _saved_arrays(saved):
+            setattr(saved, saved_name, getattr(self, own))
         return saved
 
     def _combined(self, terms: np.ndarray) -> np.ndarray:
@@ -707,13 +703,18 @@ class AnomalyDetector(OutlierMixin, _VAEEstimator):
         detector.offset_ = saved.offset
         detector.input_neighbors = saved.input_neighbors  # absent from the parameters of detectors saved before it
         saved.prepare()  # the neighbour indices, built as vaekit score builds them
-        if saved.neighbors:
-            detector.codes_, detector.code_counts_, detector.neighbors_index_ = saved.codes, saved.counts, saved._index
-        if saved.input_neighbors:
-            detector.rows_, detector.row_counts_, detector.rows_index_ = saved.rows, saved.row_counts, saved._row_index
-        if saved.n_terms > 1:
-            detector.score_center_, detector.score_scale_ = saved.center, saved.scale
+        for saved_name, own in _saved_arrays(saved):
+            setattr(detector, own, getattr(saved, saved_name))
         return detector
+
+
+def _saved_arrays(saved: SavedDetector) -> list[tuple[str, str]]:
+    """(SavedDetector field, AnomalyDetector attribute) of each array and index of the terms ``saved`` uses: what
+    ``_saved`` hands over and ``load`` takes back."""
+    pairs = [("codes", "codes_"), ("counts", "code_counts_"), ("_index", "neighbors_index_")] * bool(saved.neighbors)
+    pairs += [("rows", "rows_"), ("row_counts", "row_counts_"), ("_row_index", "rows_index_")] * bool(
+        saved.input_neighbors)
+    return pairs + [("center", "score_center_"), ("scale", "score_scale_")] * (saved.n_terms > 1)
 
 
 class VAETransformer(ClassNamePrefixFeaturesOutMixin, TransformerMixin, _VAEEstimator):

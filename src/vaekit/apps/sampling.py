@@ -28,9 +28,8 @@ import torch
 from vaekit.apps.writers import Layout, check_output, write_examples
 from vaekit.errors import ConfigError
 from vaekit.files import atomic_write_bytes, check_file_targets, npy_bytes
-from vaekit.memory import check_fits
 from vaekit.models import LatentVariableModel, as_model
-from vaekit.models.inputs import Labels, decode_labels
+from vaekit.models.inputs import Labels, check_samples_fit, decode_labels
 
 logger = logging.getLogger(__name__)
 MAX_CLASS_COLUMNS = 16  # a conditional grid puts one class per column up to this many classes
@@ -103,8 +102,7 @@ def sample(
         raise ConfigError(f"temperature must be a positive finite number, got {temperature}; 1.0 samples the prior")
     model = as_model(model)
     png = check_output(model, out) if out is not None else None
-    check_fits(2.0 * n * (model.num_dims + model.latent_dim) * 4, f"{n:,} samples of {model.num_dims} values",
-               "ask for fewer samples (-n), or draw them in several calls")
+    check_samples_fit(model, n, "ask for fewer samples (-n), or draw them in several calls")
     model.eval()
     y = decode_labels(model, label, n)  # (n,) or None
     ncol = max(1, int(np.ceil(np.sqrt(n))))

@@ -57,9 +57,8 @@ import torch
 
 from vaekit.errors import ConfigError, DataError
 from vaekit.evaluation.classifier import get_classifier
-from vaekit.memory import check_fits
 from vaekit.models import LatentVariableModel, as_model
-from vaekit.models.inputs import decode_labels, examples_for
+from vaekit.models.inputs import check_samples_fit, decode_labels, examples_for
 
 if TYPE_CHECKING:
     from vaekit.evaluation.classifier import Classifier
@@ -377,8 +376,7 @@ def check_quality_request(model: LatentVariableModel, n: int, k: int = PR_NEIGHB
         raise ConfigError(f"n must exceed k={k} (the precision/recall neighbour), got {n}; use --samples 5000")
     if halves not in HALVES:
         raise ConfigError(f"halves={halves!r} is not one of {', '.join(HALVES)}")
-    check_fits(2.0 * n * (model.num_dims + model.latent_dim) * 4, f"{n:,} samples of {model.num_dims} values",
-               "ask for fewer samples (--samples)")
+    check_samples_fit(model, n, "ask for fewer samples (--samples)")
 
 
 @torch.no_grad()

@@ -17,6 +17,7 @@ import torch
 
 from vaekit.data import ExampleSet, load_examples
 from vaekit.errors import ConfigError, DataError
+from vaekit.memory import check_fits
 from vaekit.models.contract import LatentVariableModel
 
 Labels = int | Sequence[int] | np.ndarray | torch.Tensor
@@ -159,4 +160,10 @@ def as_model_dtype(model: LatentVariableModel, x: torch.Tensor) -> torch.Tensor:
         return x.to(model.device)
     dtype = next(model.parameters()).dtype
     return x.to(model.device, dtype)
+
+
+def check_samples_fit(model: LatentVariableModel, n: int, fix: str) -> None:
+    """ConfigError (one line) when ``n`` samples of ``model`` (their latents and decoded means, twice for the copies
+    on the way out) would not fit in memory; ``fix`` says what to ask for instead."""
+    check_fits(2.0 * n * (model.num_dims + model.latent_dim) * 4, f"{n:,} samples of {model.num_dims} values", fix)
 
