@@ -235,7 +235,7 @@ def anomaly_scores(
     if model.num_classes and y is None:
         raise unlabelled(model)
     generator = torch.Generator().manual_seed(seed)
-    dtype = x.dtype if x.is_floating_point() else next(model.parameters()).dtype  # token ids (text) are integers
+    dtype = next(model.parameters()).dtype  # the model's float type: text's token ids are integers
     noise = torch.randn(k, model.latent_dim, generator=generator).to(model.device, dtype)  # (k, L), shared
     scores = []
     starts = range(0, len(x), batch_size)
